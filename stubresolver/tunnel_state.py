@@ -1,0 +1,39 @@
+"""The tunnel state the monitor publishes and every layer reads (DESIGN.md, "Gate")."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelState:
+    """A snapshot of the tunnel.
+
+    ``up`` is true only when a matching interface exists, has IFF_UP and IFF_RUNNING (or
+    IFF_LOWER_UP) set and carries at least one address. ``epoch`` increases on every
+    change of any field; anything pooled or in flight under an older epoch is stale.
+    """
+
+    up: bool
+    ifname: str | None
+    ifindex: int | None
+    addresses: tuple[str, ...]
+    epoch: int
+
+    def address_for(self, family: int) -> str | None:
+        """The first tunnel address of ``family`` (AF_INET / AF_INET6), or None."""
+        for addr in self.addresses:
+            ip = ipaddress.ip_address(addr)
+            if (ip.version == 4) == (family == socket.AF_INET):
+                return addr
+        return None
+
+    @property
+    def label(self) -> str:
+        """The interface name for messages, or the configured patterns' stand-in."""
+        return self.ifname or "tunnel"
+
+
+DOWN = TunnelState(up=False, ifname=None, ifindex=None, addresses=(), epoch=0)
