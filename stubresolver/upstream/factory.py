@@ -1,0 +1,27 @@
+"""The one URL-scheme switch (STYLE.md 3; dnsproxy ``upstream.AddressToUpstream``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from stubresolver.errors import ConfigError
+from stubresolver.upstream.base import Upstream
+from stubresolver.upstream.plain import TcpUpstream, UdpUpstream
+
+if TYPE_CHECKING:
+    from stubresolver.config import UpstreamConfig
+
+
+def make_upstream(cfg: UpstreamConfig) -> Upstream:
+    """Build the transport for ``cfg.scheme``; ConfigError for a scheme we cannot serve."""
+    match cfg.scheme:
+        case "udp":
+            return UdpUpstream(cfg)
+        case "tcp":
+            return TcpUpstream(cfg)
+        case "tls":  # DoT (upstream/tls.py) plugs in here
+            raise ConfigError("upstreams", "scheme tls not supported yet")
+        case "https":  # DoH (upstream/https.py) plugs in here
+            raise ConfigError("upstreams", "scheme https not supported yet")
+        case _:
+            raise ConfigError("upstreams", f"unknown scheme {cfg.scheme!r} in {cfg.url!r}")
