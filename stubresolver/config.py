@@ -1,0 +1,401 @@
+"""Config: YAML -> frozen dataclasses, validated once (DESIGN.md "config", STYLE.md 8).
+
+Every error names the key path (``upstreams[1].url``) and what is wrong, and is raised before
+anything binds a socket or touches the system. No raw dict travels past this module.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import yaml
+
+from stubresolver.cache import CacheLimits
+from stubresolver.errors import ConfigError
+
+T = TypeVar("T")
+
+DEFAULT_PORTS = {"udp": 53, "tcp": 53, "tls": 853, "https": 443}
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@*?\[\]-]{1,15}$")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """One address the server listens on, for both UDP and TCP."""
+
+    host: str  # an IP literal
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelConfig:
+    #: Interface names or shell globs; the first match that is up is the tunnel.
+    interfaces: tuple[str, ...] = ("wg*", "tun*")
+    #: Seconds between fallback polls; netlink events wake the monitor at once anyway.
+    poll_interval: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    """One upstream; ``host`` is always an IP literal: nothing is ever looked up."""
+
+    url: str
+    scheme: str  # "udp" | "tcp" | "tls" | "https"
+    host: str
+    port: int
+    auth_name: str | None  # tls/https: name after '#', for SNI, verification, :authority
+    path: str | None  # https: the request path
+    timeout: float = 1.5  # seconds for one exchange (DESIGN.md: short, so blackholes end fast)
+    ca_file: str | None = None  # tls/https: CA bundle instead of the system's
+    spki_pins: tuple[str, ...] = ()  # tls/https: base64 SHA-256 of SubjectPublicKeyInfo
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    enabled: bool = True
+    #: Drop every cached answer when the tunnel changes (an answer from the old path may
+    #: reflect a network we have left).
+    flush_on_tunnel_change: bool = True
+    limits: CacheLimits = field(default_factory=CacheLimits)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    #: RFC 7766 6.2.3: close idle client TCP connections after this many seconds.
+    tcp_idle_timeout: float = 10.0
+    #: Client TCP connections at once; more are closed at accept (RFC 7766 6.2.2).
+    tcp_max_connections: int = 256
+    #: Queries pipelined on one TCP connection waiting for answers at once.
+    tcp_max_inflight: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class LocalConfig:
+    #: Private/link-local ranges whose reverse (PTR) lookups go to the VPN instead of being
+    #: answered NXDOMAIN locally (e.g. the VPN's own 10.8.0.0/24).
+    reverse_via_vpn: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: str = "info"
+    #: Log each query's name and outcome. Off by default: names are private (privacy rule).
+    queries: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listen: tuple[ListenAddress, ...]
+    tunnel: TunnelConfig
+    upstreams: tuple[UpstreamConfig, ...]
+    cache: CacheConfig
+    server: ServerConfig
+    local: LocalConfig
+    logging: LoggingConfig
+    state_dir: Path
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _mapping(value: object, path: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(path, f"must be a mapping, got {_type_name(value)}")
+    return value
+
+
+def _check_keys(section: Mapping[str, Any], allowed: tuple[str, ...], path: str) -> None:
+    for key in section:
+        if key not in allowed:
+            where = f"{path}.{key}" if path else str(key)
+            raise ConfigError(where, f"unknown key (allowed: {', '.join(allowed)})")
+
+
+def _get(
+    section: Mapping[str, Any], key: str, path: str, kind: type[T] | tuple[type, ...], default: T
+) -> T:
+    where = f"{path}.{key}" if path else key
+    if key not in section:
+        return default
+    value = section[key]
+    if isinstance(value, bool) and kind is not bool and bool not in _as_tuple(kind):
+        raise ConfigError(where, f"must be {_kind_text(kind)}, got a boolean")
+    if kind is float and isinstance(value, int):
+        value = float(value)
+    if not isinstance(value, kind):
+        raise ConfigError(where, f"must be {_kind_text(kind)}, got {_type_name(value)}")
+    return value  # type: ignore[return-value]
+
+
+def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _kind_text(kind: type | tuple[type, ...]) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return " or ".join(names.get(k, k.__name__) for k in _as_tuple(kind))
+
+
+def _positive(value: float, where: str, *, allow_zero: bool = False) -> None:
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(where, f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def _list(section: Mapping[str, Any], key: str, path: str, default: list[Any]) -> list[Any]:
+    where = f"{path}.{key}" if path else key
+    value = section.get(key, default)
+    if not isinstance(value, list):
+        raise ConfigError(where, f"must be a list, got {_type_name(value)}")
+    return value
+
+
+# --- sections ------------------------------------------------------------------------
+
+
+def parse_listen(text: object, where: str) -> ListenAddress:
+    if not isinstance(text, str):
+        raise ConfigError(where, f"must be a string like 127.0.0.1:53, got {_type_name(text)}")
+    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([0-9.]+):(\d+)|\[?([0-9A-Fa-f:.]+)\]?", text)
+    if not match:
+        raise ConfigError(where, f"{text!r} is not IP:port or [IPv6]:port")
+    host = match.group(1) or match.group(3) or match.group(5)
+    port_text = match.group(2) or match.group(4) or "53"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(where, f"{host!r} is not an IP address") from None
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ConfigError(where, f"port {port} is out of range 1-65535")
+    return ListenAddress(str(ip), port)
+
+
+def parse_upstream(item: object, where: str) -> UpstreamConfig:
+    """``udp://IP[:port]``, ``tcp://IP[:port]``, ``tls://IP[:port]#name``,
+    ``https://IP[:port]/path#name``; or a mapping with ``url`` and options."""
+    options: Mapping[str, Any] = {}
+    if isinstance(item, Mapping):
+        options = item
+        _check_keys(options, ("url", "timeout", "ca_file", "spki_pins"), where)
+        if "url" not in options:
+            raise ConfigError(f"{where}.url", "is required")
+        url = options["url"]
+        url_where = f"{where}.url"
+    else:
+        url = item
+        url_where = where
+    if not isinstance(url, str):
+        raise ConfigError(url_where, f"must be a URL string, got {_type_name(url)}")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        raise ConfigError(url_where, f"{url!r}: scheme must be one of udp, tcp, tls, https")
+    if parts.username or parts.password or parts.query:
+        raise ConfigError(url_where, f"{url!r}: user info and query strings are not allowed")
+    host = parts.hostname
+    if not host:
+        raise ConfigError(url_where, f"{url!r}: missing server address")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        # DESIGN.md "No hidden paths": no bootstrap lookup through the system resolver.
+        raise ConfigError(
+            url_where, f"{url!r}: the server must be an IP address, never a name"
+        ) from None
+    try:
+        port = parts.port or DEFAULT_PORTS[scheme]
+    except ValueError:
+        raise ConfigError(url_where, f"{url!r}: invalid port") from None
+    auth_name = parts.fragment or None
+    path: str | None = None
+    if scheme in ("udp", "tcp"):
+        if parts.path not in ("", "/") or auth_name:
+            raise ConfigError(url_where, f"{url!r}: plain DNS takes no path or #name")
+    elif scheme == "tls":
+        if parts.path not in ("", "/"):
+            raise ConfigError(url_where, f"{url!r}: tls:// takes no path")
+        if not auth_name:
+            # RFC 8310 strict profile: without a name there is nothing to authenticate.
+            raise ConfigError(url_where, f"{url!r}: needs #auth-name for certificate checks")
+    else:
+        path = parts.path or "/dns-query"
+        if not auth_name:
+            raise ConfigError(url_where, f"{url!r}: needs #host for TLS and :authority")
+    timeout = _get(options, "timeout", where, float, 1.5)
+    _positive(timeout, f"{where}.timeout")
+    ca_file = _get(options, "ca_file", where, (str, type(None)), None)
+    pins_raw = _list(options, "spki_pins", where, [])
+    pins: list[str] = []
+    for index, pin in enumerate(pins_raw):
+        pin_where = f"{where}.spki_pins[{index}]"
+        if not isinstance(pin, str) or not re.fullmatch(r"[A-Za-z0-9+/]{43}=", pin):
+            raise ConfigError(pin_where, "must be a base64 SHA-256 digest (44 characters)")
+        pins.append(pin)
+    if (ca_file or pins) and scheme not in ("tls", "https"):
+        raise ConfigError(where, "ca_file and spki_pins apply only to tls:// and https://")
+    if ca_file is not None and not Path(ca_file).is_file():
+        raise ConfigError(f"{where}.ca_file", f"{ca_file!r} is not a readable file")
+    return UpstreamConfig(
+        url=url,
+        scheme=scheme,
+        host=str(ip),
+        port=port,
+        auth_name=auth_name,
+        path=path,
+        timeout=timeout,
+        ca_file=ca_file,
+        spki_pins=tuple(pins),
+    )
+
+
+def _parse_tunnel(raw: object) -> TunnelConfig:
+    section = _mapping(raw, "tunnel")
+    _check_keys(section, ("interfaces", "poll_interval"), "tunnel")
+    names = _list(section, "interfaces", "tunnel", ["wg*", "tun*"])
+    if not names:
+        raise ConfigError("tunnel.interfaces", "must name at least one interface or glob")
+    for index, name in enumerate(names):
+        if not isinstance(name, str) or not _IFNAME_RE.match(name):
+            raise ConfigError(
+                f"tunnel.interfaces[{index}]",
+                f"{name!r} is not an interface name or glob (1-15 characters)",
+            )
+    poll = _get(section, "poll_interval", "tunnel", float, 5.0)
+    _positive(poll, "tunnel.poll_interval")
+    return TunnelConfig(tuple(names), poll)
+
+
+def _parse_cache(raw: object) -> CacheConfig:
+    section = _mapping(raw, "cache")
+    keys = (
+        "enabled",
+        "flush_on_tunnel_change",
+        "max_entries",
+        "max_bytes",
+        "min_ttl",
+        "max_ttl",
+        "negative_max_ttl",
+    )
+    _check_keys(section, keys, "cache")
+    defaults = CacheLimits()
+    ints: dict[str, int] = {}
+    for key in keys[2:]:
+        value = _get(section, key, "cache", int, getattr(defaults, key))
+        if value < 0:
+            raise ConfigError(f"cache.{key}", f"must be >= 0, got {value}")
+        ints[key] = value
+    if ints["min_ttl"] > ints["max_ttl"]:
+        raise ConfigError("cache.min_ttl", "must not be greater than cache.max_ttl")
+    return CacheConfig(
+        enabled=_get(section, "enabled", "cache", bool, True),
+        flush_on_tunnel_change=_get(section, "flush_on_tunnel_change", "cache", bool, True),
+        limits=CacheLimits(**ints),
+    )
+
+
+def _parse_server(raw: object) -> ServerConfig:
+    section = _mapping(raw, "server")
+    _check_keys(section, ("tcp_idle_timeout", "tcp_max_connections", "tcp_max_inflight"), "server")
+    idle = _get(section, "tcp_idle_timeout", "server", float, 10.0)
+    _positive(idle, "server.tcp_idle_timeout")
+    conns = _get(section, "tcp_max_connections", "server", int, 256)
+    inflight = _get(section, "tcp_max_inflight", "server", int, 64)
+    for key, value in (("tcp_max_connections", conns), ("tcp_max_inflight", inflight)):
+        if value < 1:
+            raise ConfigError(f"server.{key}", f"must be >= 1, got {value}")
+    return ServerConfig(idle, conns, inflight)
+
+
+def _parse_local(raw: object) -> LocalConfig:
+    section = _mapping(raw, "local")
+    _check_keys(section, ("reverse_via_vpn",), "local")
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for index, item in enumerate(_list(section, "reverse_via_vpn", "local", [])):
+        where = f"local.reverse_via_vpn[{index}]"
+        if not isinstance(item, str):
+            raise ConfigError(where, f"must be a CIDR string, got {_type_name(item)}")
+        try:
+            nets.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ConfigError(where, f"{item!r} is not a CIDR network") from None
+    return LocalConfig(tuple(nets))
+
+
+def _parse_logging(raw: object) -> LoggingConfig:
+    section = _mapping(raw, "logging")
+    _check_keys(section, ("level", "queries"), "logging")
+    level = _get(section, "level", "logging", str, "info").lower()
+    if level not in _LOG_LEVELS:
+        raise ConfigError("logging.level", f"{level!r} is not one of {', '.join(_LOG_LEVELS)}")
+    return LoggingConfig(level, _get(section, "queries", "logging", bool, False))
+
+
+_TOP_KEYS = ("listen", "upstreams", "state_dir", "tunnel", "cache", "server", "local", "logging")
+
+
+def parse_config(raw: object) -> Config:
+    """Validate a decoded YAML document into a Config."""
+    top = _mapping(raw, "")
+    _check_keys(top, _TOP_KEYS, "")
+    listen_raw = _list(top, "listen", "", ["127.0.0.1:53", "[::1]:53"])
+    if not listen_raw:
+        raise ConfigError("listen", "must contain at least one address")
+    listen = tuple(parse_listen(item, f"listen[{i}]") for i, item in enumerate(listen_raw))
+    if len(set(listen)) != len(listen):
+        raise ConfigError("listen", "lists the same address twice")
+    if "upstreams" not in top:
+        raise ConfigError("upstreams", "is required: at least one server inside the tunnel")
+    ups_raw = _list(top, "upstreams", "", [])
+    if not ups_raw:
+        raise ConfigError("upstreams", "must contain at least one upstream")
+    upstreams = tuple(parse_upstream(item, f"upstreams[{i}]") for i, item in enumerate(ups_raw))
+    state_dir = _get(top, "state_dir", "", str, "/var/lib/stubresolver")
+    if not state_dir.startswith("/"):
+        raise ConfigError("state_dir", f"{state_dir!r} must be an absolute path")
+    return Config(
+        listen=listen,
+        tunnel=_parse_tunnel(top.get("tunnel")),
+        upstreams=upstreams,
+        cache=_parse_cache(top.get("cache")),
+        server=_parse_server(top.get("server")),
+        local=_parse_local(top.get("local")),
+        logging=_parse_logging(top.get("logging")),
+        state_dir=Path(state_dir),
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file. Only reads; never changes anything."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("", f"config {path} is not UTF-8 text") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError("", f"config {path} is not valid YAML{where}: {problem}") from None
+    if raw is None:
+        raise ConfigError("", f"config {path} is empty")
+    return parse_config(raw)

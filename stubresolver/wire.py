@@ -1,0 +1,523 @@
+"""DNS wire format on raw bytes, without I/O (DESIGN.md "wire").
+
+The hot path reads only the header, the single question and the OPT record of a query with a
+small byte reader; it never builds a message object. Full walks over resource records happen
+only on the cold path: once per response inserted into the cache (to find the TTL offsets) and
+when a response must be truncated. Synthesized responses (errors, local answers) are built here
+too, so every synthetic answer comes from one constructor (STYLE.md 6).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from stubresolver.errors import WireError
+
+HEADER_LEN = 12
+MAX_NAME_LEN = 255  # RFC 1035 2.3.4
+MAX_LABEL_LEN = 63
+
+# RCODEs (RFC 1035 4.1.1, RFC 6891 9)
+NOERROR = 0
+FORMERR = 1
+SERVFAIL = 2
+NXDOMAIN = 3
+NOTIMP = 4
+REFUSED = 5
+BADVERS = 16
+
+# RR types and classes we need by number
+TYPE_A = 1
+TYPE_NS = 2
+TYPE_CNAME = 5
+TYPE_SOA = 6
+TYPE_PTR = 12
+TYPE_AAAA = 28
+TYPE_OPT = 41  # RFC 6891
+CLASS_IN = 1
+
+# EDNS option codes
+OPT_ECS = 8  # RFC 7871 client subnet
+OPT_PADDING = 12  # RFC 7830
+OPT_EDE = 15  # RFC 8914 extended DNS error
+
+# RFC 8914 4: INFO-CODEs used here
+EDE_OTHER = 0
+EDE_NETWORK_ERROR = 23
+EDE_NOT_READY = 14
+EDE_PROHIBITED = 18
+EDE_NO_REACHABLE_AUTHORITY = 22
+
+_FLAG_QR = 0x8000
+_FLAG_AA = 0x0400
+_FLAG_TC = 0x0200
+_FLAG_RD = 0x0100
+_FLAG_RA = 0x0080
+_FLAG_CD = 0x0010
+_OPCODE_MASK = 0x7800
+_EDNS_DO = 0x8000
+
+# The UDP payload size we offer clients in our OPT records (RFC 6891 6.2.5; 1232 is the DNS
+# flag day 2020 value that avoids IP fragmentation).
+OUR_UDP_PAYLOAD = 1232
+
+_H = struct.Struct("!H")
+_HH = struct.Struct("!HH")
+_HHI = struct.Struct("!HHI")
+_HEADER = struct.Struct("!HHHHHH")
+_I = struct.Struct("!I")
+_LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
+
+
+@dataclass(slots=True)
+class Query:
+    """What the hot path needs from a query, read once from the raw bytes."""
+
+    msg_id: int
+    flags: int
+    qname: bytes  # wire form, the client's case
+    qtype: int
+    qclass: int
+    question_end: int  # offset just past QCLASS
+    has_edns: bool
+    udp_size: int  # the client's UDP limit: 512 without EDNS (RFC 1035 4.2.1)
+    do: bool  # DNSSEC OK (RFC 3225)
+    has_ecs: bool  # an EDNS client subnet option is present (RFC 7871)
+
+    @property
+    def cd(self) -> bool:
+        return bool(self.flags & _FLAG_CD)
+
+    @property
+    def rd(self) -> bool:
+        return bool(self.flags & _FLAG_RD)
+
+    @property
+    def qname_lower(self) -> bytes:
+        return self.qname.translate(_LOWER)
+
+    def cache_key(self) -> bytes:
+        """Lower-cased question plus the DO and CD bits: answers differ on those."""
+        bits = (1 if self.do else 0) | (2 if self.cd else 0)
+        return self.qname.translate(_LOWER) + _HHI.pack(self.qtype, self.qclass, bits)
+
+    def question_key(self) -> bytes:
+        return self.qname.translate(_LOWER) + _HH.pack(self.qtype, self.qclass)
+
+
+def _read_name_uncompressed(data: bytes, pos: int) -> int:
+    """Return the offset past a name that must not use compression (a query's QNAME).
+
+    RFC 1035 4.1.4 allows pointers, but a question is the first name in a message, so a
+    pointer can only point forwards or at itself: always malformed in a query.
+    """
+    end = len(data)
+    total = 0
+    while True:
+        if pos >= end:
+            raise WireError(FORMERR, "question name runs past the packet")
+        length = data[pos]
+        if length == 0:
+            return pos + 1
+        if length > MAX_LABEL_LEN:
+            raise WireError(FORMERR, "compressed or invalid label in question")
+        total += length + 1
+        if total > MAX_NAME_LEN:
+            raise WireError(FORMERR, "question name longer than 255 octets")
+        pos += length + 1
+
+
+def skip_name(data: bytes, pos: int) -> int:
+    """Return the offset past a possibly compressed name (RFC 1035 4.1.4)."""
+    end = len(data)
+    while True:
+        if pos >= end:
+            raise WireError(FORMERR, "name runs past the packet")
+        length = data[pos]
+        if length == 0:
+            return pos + 1
+        if length & 0xC0 == 0xC0:
+            if pos + 2 > end:
+                raise WireError(FORMERR, "truncated compression pointer")
+            return pos + 2
+        if length > MAX_LABEL_LEN:
+            raise WireError(FORMERR, "invalid label type")
+        pos += length + 1
+
+
+def _skip_rr(data: bytes, pos: int) -> tuple[int, int, int]:
+    """Skip one RR; return (type, offset of its TTL field, offset past the RR)."""
+    pos = skip_name(data, pos)
+    if pos + 10 > len(data):
+        raise WireError(FORMERR, "truncated resource record")
+    rtype = _H.unpack_from(data, pos)[0]
+    rdlen = _H.unpack_from(data, pos + 8)[0]
+    end = pos + 10 + rdlen
+    if end > len(data):
+        raise WireError(FORMERR, "resource record data runs past the packet")
+    return rtype, pos + 4, end
+
+
+def parse_query(data: bytes) -> Query:
+    """Validate a query from a client and read what the hot path needs.
+
+    Raises WireError with the RCODE to answer (FORMERR, NOTIMP, BADVERS) or ``None`` to drop.
+    """
+    if len(data) < HEADER_LEN:
+        raise WireError(None, "packet shorter than a DNS header")
+    msg_id, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
+    if flags & _FLAG_QR:
+        # A response sent to our listener: answering it could start a reflection loop.
+        raise WireError(None, "QR=1: not a query")
+    if flags & _OPCODE_MASK:
+        raise WireError(NOTIMP, "opcode not supported")
+    if qdcount != 1:
+        # RFC 9619: QDCOUNT must be 1 for QUERY.
+        raise WireError(FORMERR, "QDCOUNT is not 1")
+    qend = _read_name_uncompressed(data, HEADER_LEN)
+    if qend + 4 > len(data):
+        raise WireError(FORMERR, "question truncated")
+    qtype, qclass = _HH.unpack_from(data, qend)
+    question_end = qend + 4
+    has_edns = False
+    udp_size = 512
+    do = False
+    has_ecs = False
+    if arcount:
+        pos = question_end
+        for _ in range(ancount + nscount):
+            pos = _skip_rr(data, pos)[2]
+        for _ in range(arcount):
+            name_at = pos
+            rtype, ttl_at, pos = _skip_rr(data, pos)
+            if rtype != TYPE_OPT:
+                continue
+            if has_edns:
+                raise WireError(FORMERR, "more than one OPT record")  # RFC 6891 6.1.1
+            if data[name_at] != 0:
+                raise WireError(FORMERR, "OPT owner is not the root")
+            has_edns = True
+            udp_size = max(512, _H.unpack_from(data, ttl_at - 2)[0])
+            ext = _I.unpack_from(data, ttl_at)[0]
+            do = bool(ext & _EDNS_DO)
+            if (ext >> 16) & 0xFF != 0:
+                raise WireError(BADVERS, "EDNS version not supported")  # RFC 6891 6.1.3
+            has_ecs = _has_option(data, ttl_at + 6, pos, OPT_ECS)
+    return Query(
+        msg_id=msg_id,
+        flags=flags,
+        qname=data[HEADER_LEN:qend],
+        qtype=qtype,
+        qclass=qclass,
+        question_end=question_end,
+        has_edns=has_edns,
+        udp_size=udp_size,
+        do=do,
+        has_ecs=has_ecs,
+    )
+
+
+def _has_option(data: bytes, pos: int, end: int, code: int) -> bool:
+    while pos + 4 <= end:
+        opt_code, opt_len = _HH.unpack_from(data, pos)
+        if opt_code == code:
+            return True
+        pos += 4 + opt_len
+    return False
+
+
+def get_id(msg: bytes) -> int:
+    if len(msg) < 2:
+        raise WireError(None, "message shorter than an ID")
+    return int(_H.unpack_from(msg)[0])
+
+
+def with_id(msg: bytes, msg_id: int) -> bytes:
+    return _H.pack(msg_id) + msg[2:]
+
+
+def get_rcode(msg: bytes) -> int:
+    if len(msg) < HEADER_LEN:
+        raise WireError(FORMERR, "message shorter than a header")
+    return msg[3] & 0x0F
+
+
+def is_truncated(msg: bytes) -> bool:
+    return len(msg) >= 4 and bool(msg[2] & 0x02)
+
+
+def is_response(msg: bytes) -> bool:
+    return len(msg) >= 4 and bool(msg[2] & 0x80)
+
+
+def question_key(msg: bytes) -> bytes:
+    """Lower-cased QNAME + QTYPE + QCLASS of the first question (matching and keys)."""
+    if len(msg) < HEADER_LEN:
+        raise WireError(FORMERR, "message shorter than a header")
+    if _H.unpack_from(msg, 4)[0] < 1:
+        raise WireError(FORMERR, "no question")
+    qend = _read_name_uncompressed(msg, HEADER_LEN)
+    if qend + 4 > len(msg):
+        raise WireError(FORMERR, "question truncated")
+    return msg[HEADER_LEN:qend].translate(_LOWER) + msg[qend : qend + 4]
+
+
+# --- responses -------------------------------------------------------------------------
+
+
+def _opt_rr(udp_size: int, do: bool, options: bytes = b"", ext_rcode: int = 0) -> bytes:
+    """An OPT pseudo-RR (RFC 6891 6.1.2): root owner, type 41, class = UDP size."""
+    ttl = (ext_rcode << 24) | (_EDNS_DO if do else 0)
+    return b"\x00" + _HHI.pack(TYPE_OPT, udp_size, ttl) + _H.pack(len(options)) + options
+
+
+def ede_option(info_code: int, text: str) -> bytes:
+    """An Extended DNS Error option (RFC 8914 2): INFO-CODE then UTF-8 EXTRA-TEXT."""
+    body = _H.pack(info_code) + text.encode("utf-8")
+    return _HH.pack(OPT_EDE, len(body)) + body
+
+
+def build_response(
+    query: Query,
+    data: bytes,
+    rcode: int,
+    *,
+    answers: bytes = b"",
+    ancount: int = 0,
+    authority: bytes = b"",
+    nscount: int = 0,
+    ede: tuple[int, str] | None = None,
+    aa: bool = False,
+) -> bytes:
+    """Build a response to ``query`` (whose raw bytes are ``data``).
+
+    The question is echoed as the client sent it. An OPT record is added only when the client
+    sent one (RFC 6891 7); the EDE option rides in it (RFC 8914 3: EDE needs EDNS).
+    """
+    flags = _FLAG_QR | _FLAG_RA | (query.flags & (_FLAG_RD | _FLAG_CD))
+    if aa:
+        flags |= _FLAG_AA
+    extended = rcode >> 4
+    flags |= rcode & 0x0F
+    additional = b""
+    arcount = 0
+    if query.has_edns:
+        options = ede_option(*ede) if ede is not None else b""
+        additional = _opt_rr(OUR_UDP_PAYLOAD, query.do, options, extended)
+        arcount = 1
+    header = _HEADER.pack(query.msg_id, flags, 1, ancount, nscount, arcount)
+    return header + data[HEADER_LEN : query.question_end] + answers + authority + additional
+
+
+def build_header_only(data: bytes, rcode: int) -> bytes:
+    """FORMERR/NOTIMP for a packet whose question cannot be read: header, no sections.
+
+    RFC 1035 4.1.1 lets a server answer FORMERR with just the header; the ID and RD bit are
+    echoed so the client can match it.
+    """
+    msg_id, flags = _HH.unpack_from(data)
+    out_flags = _FLAG_QR | _FLAG_RA | (flags & (_OPCODE_MASK | _FLAG_RD)) | (rcode & 0x0F)
+    return _HEADER.pack(msg_id, out_flags, 0, 0, 0, 0)
+
+
+def error_response(data: bytes, error: WireError) -> bytes | None:
+    """The answer to a query ``parse_query`` rejected, or None when it must be dropped."""
+    if error.rcode is None or len(data) < HEADER_LEN:
+        return None
+    if error.rcode == BADVERS:
+        # RFC 6891 6.1.3: BADVERS needs an OPT record to carry the upper RCODE bits.
+        msg_id, flags = _HH.unpack_from(data)
+        out_flags = _FLAG_QR | _FLAG_RA | (flags & _FLAG_RD)
+        return _HEADER.pack(msg_id, out_flags, 0, 0, 0, 1) + _opt_rr(OUR_UDP_PAYLOAD, False, b"", 1)
+    return build_header_only(data, error.rcode)
+
+
+def rr(owner: bytes, rtype: int, ttl: int, rdata: bytes, rclass: int = CLASS_IN) -> bytes:
+    """One resource record in wire form; ``owner`` is a wire-form name or a pointer."""
+    return owner + _HHI.pack(rtype, rclass, ttl) + _H.pack(len(rdata)) + rdata
+
+
+QUESTION_POINTER = b"\xc0\x0c"  # compression pointer to the question name at offset 12
+
+
+def encode_name(name: str) -> bytes:
+    """Presentation-form name -> wire form (ASCII labels only; for our own synthetic data)."""
+    out = bytearray()
+    for label in name.rstrip(".").split("."):
+        if label:
+            raw = label.encode("ascii")
+            out.append(len(raw))
+            out += raw
+    out.append(0)
+    return bytes(out)
+
+
+def decode_name(wire_name: bytes) -> str:
+    """Wire-form uncompressed name -> lower-case presentation form with trailing dot."""
+    labels: list[str] = []
+    pos = 0
+    while pos < len(wire_name) and wire_name[pos]:
+        length = wire_name[pos]
+        labels.append(wire_name[pos + 1 : pos + 1 + length].decode("ascii", "replace").lower())
+        pos += length + 1
+    return ".".join(labels) + "."
+
+
+# --- responses from upstreams: TTLs, truncation ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseInfo:
+    """Found once per response on insert into the cache (cold path)."""
+
+    rcode: int
+    ttl_offsets: tuple[int, ...]  # offsets of every TTL field except OPT's
+    ttl: int  # how long the whole response may be cached
+    ancount: int
+    negative: bool  # NXDOMAIN, or NOERROR with no answer (NODATA, RFC 2308 2.2)
+
+
+def scan_response(msg: bytes, negative_max_ttl: int = 3600) -> ResponseInfo:
+    """Walk a response once: TTL field offsets, the cacheable TTL, RFC 2308 negativity.
+
+    For a negative answer the TTL is min(SOA TTL, SOA MINIMUM) of the authority SOA
+    (RFC 2308 5); a negative answer without a SOA is not cacheable (TTL 0, RFC 2308 5).
+    """
+    if len(msg) < HEADER_LEN:
+        raise WireError(FORMERR, "response shorter than a header")
+    _, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(msg)
+    rcode = flags & 0x0F
+    pos = HEADER_LEN
+    for _ in range(qdcount):
+        pos = skip_name(msg, pos) + 4
+        if pos > len(msg):
+            raise WireError(FORMERR, "question truncated")
+    offsets: list[int] = []
+    min_ttl: int | None = None
+    soa_ttl: int | None = None
+    for index in range(ancount + nscount + arcount):
+        rtype, ttl_at, end = _skip_rr(msg, pos)
+        if rtype != TYPE_OPT:
+            offsets.append(ttl_at)
+            ttl = _I.unpack_from(msg, ttl_at)[0] & 0x7FFFFFFF  # RFC 2181 8: top bit -> 0
+            if index < ancount:
+                min_ttl = ttl if min_ttl is None else min(min_ttl, ttl)
+            elif index < ancount + nscount and rtype == TYPE_SOA and end - 4 >= ttl_at + 6:
+                minimum = _I.unpack_from(msg, end - 4)[0]
+                soa_ttl = min(ttl, minimum)
+        pos = end
+    negative = rcode == NXDOMAIN or (rcode == NOERROR and ancount == 0)
+    if negative:
+        cache_ttl = min(soa_ttl, negative_max_ttl) if soa_ttl is not None else 0
+    else:
+        cache_ttl = min_ttl if min_ttl is not None else 0
+    return ResponseInfo(rcode, tuple(offsets), cache_ttl, ancount, negative)
+
+
+def patch_response(
+    msg: bytes, msg_id: int, qname: bytes, ttl_offsets: tuple[int, ...], elapsed: int
+) -> bytes:
+    """A cached response made ready for one client: its ID, its question's case, TTLs aged.
+
+    The question name is replaced with the client's spelling (same length, only case differs)
+    so clients that check 0x20 case randomisation accept it.
+    """
+    out = bytearray(msg)
+    _H.pack_into(out, 0, msg_id)
+    out[HEADER_LEN : HEADER_LEN + len(qname)] = qname
+    if elapsed:
+        for at in ttl_offsets:
+            ttl = _I.unpack_from(out, at)[0] & 0x7FFFFFFF
+            _I.pack_into(out, at, ttl - elapsed if ttl > elapsed else 0)
+    return bytes(out)
+
+
+def truncate(msg: bytes, limit: int) -> bytes:
+    """Fit a response into ``limit`` bytes for UDP, setting TC (RFC 2181 9, RFC 6891 7).
+
+    We drop every record rather than send a partial RRset, keep the question so the client can
+    match the answer, and keep the OPT record so the client still sees EDNS and the rcode bits.
+    """
+    if len(msg) <= limit:
+        return msg
+    _, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(msg)
+    pos = HEADER_LEN
+    for _ in range(qdcount):
+        pos = skip_name(msg, pos) + 4
+    question = msg[HEADER_LEN:pos]
+    opt = b""
+    rr_pos = pos
+    for index in range(ancount + nscount + arcount):
+        start = rr_pos
+        rtype, _, rr_pos = _skip_rr(msg, rr_pos)
+        if rtype == TYPE_OPT and index >= ancount + nscount:
+            opt = msg[start:rr_pos]
+    out = _HEADER.pack(get_id(msg), flags | _FLAG_TC, qdcount, 0, 0, 1 if opt else 0)
+    out = out + question + opt
+    return out if len(out) <= limit else out[:HEADER_LEN] + question
+
+
+def strip_ecs(data: bytes, query: Query) -> bytes:
+    """Remove EDNS Client Subnet options from a query (RFC 7871 7.1.2: a stub may strip).
+
+    Cold path: only queries that carry ECS pay for the rewrite.
+    """
+    if not query.has_ecs:
+        return data
+    _, _, _, ancount, nscount, arcount = _HEADER.unpack_from(data)
+    pos = query.question_end
+    for _ in range(ancount + nscount):
+        pos = _skip_rr(data, pos)[2]
+    out = bytearray(data[:pos])
+    for _ in range(arcount):
+        start = pos
+        rtype, ttl_at, pos = _skip_rr(data, pos)
+        if rtype != TYPE_OPT:
+            out += data[start:pos]
+            continue
+        options = bytearray()
+        opt_pos = ttl_at + 6
+        while opt_pos + 4 <= pos:
+            code, length = _HH.unpack_from(data, opt_pos)
+            if code != OPT_ECS:
+                options += data[opt_pos : opt_pos + 4 + length]
+            opt_pos += 4 + length
+        out += data[start : ttl_at + 4] + _H.pack(len(options)) + options
+    return bytes(out)
+
+
+# --- TCP framing (RFC 1035 4.2.2, RFC 7766 8) --------------------------------------------
+
+
+def tcp_frame(msg: bytes) -> bytes:
+    return _H.pack(len(msg)) + msg
+
+
+class TcpDeframer:
+    """Reassembles length-prefixed messages from a byte stream split at any boundary."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        out: list[bytes] = []
+        buf = self._buf
+        pos = 0
+        while len(buf) - pos >= 2:
+            length = (buf[pos] << 8) | buf[pos + 1]
+            if len(buf) - pos - 2 < length:
+                break
+            out.append(bytes(buf[pos + 2 : pos + 2 + length]))
+            pos += 2 + length
+        if pos:
+            del buf[:pos]
+        return out
+
+    @property
+    def pending(self) -> int:
+        """Bytes buffered towards an incomplete message."""
+        return len(self._buf)
