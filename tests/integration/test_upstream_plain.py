@@ -1,0 +1,411 @@
+"""Plain UDP/TCP upstreams and netbind against real sockets on loopback (`lo` as tunnel)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+import pytest
+from upstream_servers import (
+    BIG_TXT_COUNT,
+    SCRIPT_ADDR,
+    ScriptedUdpServer,
+    Unbound,
+    free_port,
+    run_unbound,
+)
+
+from stubresolver import netbind
+from stubresolver.config import UpstreamConfig
+from stubresolver.errors import ConfigError, UpstreamError
+from stubresolver.tunnel_state import TunnelState
+from stubresolver.upstream.factory import make_upstream
+from stubresolver.upstream.plain import TcpUpstream, UdpUpstream
+
+LO = TunnelState(up=True, ifname="lo", ifindex=1, addresses=("127.0.0.1", "::1"), epoch=1)
+LO_DOWN = TunnelState(up=False, ifname="lo", ifindex=1, addresses=("127.0.0.1", "::1"), epoch=2)
+LO_V6_ONLY = TunnelState(up=True, ifname="lo", ifindex=1, addresses=("::1",), epoch=3)
+NO_SUCH_DEVICE = TunnelState(
+    up=True, ifname="nosuchdev0", ifindex=999, addresses=("127.0.0.1",), epoch=4
+)
+CALLER_ID = 0x1234
+
+
+def cfg(scheme: str, host: str, port: int, timeout: float = 1.5) -> UpstreamConfig:
+    return UpstreamConfig(
+        url=f"{scheme}://{host}:{port}",
+        scheme=scheme,
+        host=host,
+        port=port,
+        auth_name=None,
+        path=None,
+        timeout=timeout,
+    )
+
+
+def query(name: str, rdtype: str = "A", *, edns: bool = False) -> bytes:
+    q = dns.message.make_query(name, rdtype, use_edns=0 if edns else False)
+    q.id = CALLER_ID
+    return q.to_wire()
+
+
+def texts(msg: dns.message.Message) -> list[str]:
+    return sorted(rd.to_text() for rrset in msg.answer for rd in rrset)
+
+
+def answer_to(data: bytes, address: str, *, msg_id: int | None = None) -> bytes:
+    """A response to ``data`` carrying one A record; optionally with another ID."""
+    q = dns.message.from_wire(data)
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "A", address))
+    if msg_id is not None:
+        r.id = msg_id
+    return r.to_wire()
+
+
+@pytest.fixture(scope="module")
+def unbound(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Unbound]:
+    with run_unbound(tmp_path_factory.mktemp("unbound")) as server:
+        yield server
+
+
+# --- against unbound -------------------------------------------------------------------
+
+
+def test_udp_answer(unbound: Unbound) -> None:
+    up = UdpUpstream(cfg("udp", unbound.addr, unbound.port))
+    raw = asyncio.run(up.exchange(query("a.example."), LO))
+    msg = dns.message.from_wire(raw)
+    assert msg.id == CALLER_ID
+    assert msg.rcode() == dns.rcode.NOERROR
+    assert texts(msg) == ["192.0.2.1"]
+    assert not msg.flags & dns.flags.TC
+
+
+def test_tcp_answer(unbound: Unbound) -> None:
+    up = TcpUpstream(cfg("tcp", unbound.addr, unbound.port))
+    raw = asyncio.run(up.exchange(query("b.example."), LO))
+    msg = dns.message.from_wire(raw)
+    assert msg.id == CALLER_ID
+    assert texts(msg) == ["192.0.2.2"]
+
+
+def test_udp_uppercase_question_matches(unbound: Unbound) -> None:
+    # Servers may echo the question in another case (0x20); matching is case-insensitive.
+    up = UdpUpstream(cfg("udp", unbound.addr, unbound.port))
+    msg = dns.message.from_wire(asyncio.run(up.exchange(query("A.ExAmPlE."), LO)))
+    assert texts(msg) == ["192.0.2.1"]
+
+
+def test_truncated_udp_falls_back_to_tcp(unbound: Unbound) -> None:
+    q = query("big.example.", "TXT")
+    # Precondition: plain UDP without EDNS really is truncated by this server.
+    direct = dns.query.udp(dns.message.from_wire(q), unbound.addr, port=unbound.port, timeout=2)
+    assert direct.flags & dns.flags.TC
+
+    up = UdpUpstream(cfg("udp", unbound.addr, unbound.port))
+    raw = asyncio.run(up.exchange(q, LO))
+    msg = dns.message.from_wire(raw)
+    assert msg.id == CALLER_ID
+    assert not msg.flags & dns.flags.TC
+    assert len(raw) > 512
+    assert len(texts(msg)) == BIG_TXT_COUNT
+
+
+def test_factory_builds_plain_upstreams(unbound: Unbound) -> None:
+    for scheme, kind in (("udp", UdpUpstream), ("tcp", TcpUpstream)):
+        up = make_upstream(cfg(scheme, unbound.addr, unbound.port))
+        assert isinstance(up, kind)
+        msg = dns.message.from_wire(asyncio.run(up.exchange(query("a.example."), LO)))
+        assert texts(msg) == ["192.0.2.1"]
+        asyncio.run(up.close())
+
+
+@pytest.mark.parametrize("scheme", ["tls", "https", "quic", ""])
+def test_factory_rejects_other_schemes(scheme: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_upstream(cfg(scheme, "127.0.10.1", 853))
+    assert info.value.path == "upstreams"
+
+
+# --- anti-spoofing (scripted server) ---------------------------------------------------
+
+
+def test_only_the_matching_answer_is_accepted() -> None:
+    def spoof(server: ScriptedUdpServer, data: bytes, peer: tuple[str, int]) -> None:
+        real_id = dns.message.from_wire(data).id
+        server.sock.sendto(answer_to(data, "6.6.6.1", msg_id=(real_id + 1) % 65536), peer)
+        other_q = dns.message.make_query("b.example.", "A", use_edns=False)
+        other_q.id = real_id
+        server.sock.sendto(answer_to(other_q.to_wire(), "6.6.6.2"), peer)  # wrong question
+        server.sock.sendto(data, peer)  # the query echoed back: QR=0, not a response
+        server.other.sendto(answer_to(data, "6.6.6.3"), peer)  # wrong source port
+        server.sock.sendto(answer_to(data, "192.0.2.77"), peer)
+
+    with ScriptedUdpServer(script=spoof) as server:
+        up = UdpUpstream(cfg("udp", server.addr, server.port))
+        msg = dns.message.from_wire(asyncio.run(up.exchange(query("a.example."), LO)))
+    assert msg.id == CALLER_ID
+    assert texts(msg) == ["192.0.2.77"]
+
+
+def test_spoofed_answers_only_end_in_timeout() -> None:
+    def spoof(server: ScriptedUdpServer, data: bytes, peer: tuple[str, int]) -> None:
+        real_id = dns.message.from_wire(data).id
+        server.sock.sendto(answer_to(data, "6.6.6.1", msg_id=(real_id + 1) % 65536), peer)
+        server.other.sendto(answer_to(data, "6.6.6.3"), peer)
+
+    with ScriptedUdpServer(script=spoof) as server:
+        up = UdpUpstream(cfg("udp", server.addr, server.port, timeout=0.4))
+        with pytest.raises(UpstreamError) as info:
+            asyncio.run(up.exchange(query("a.example."), LO))
+    assert info.value.kind == "timeout"
+
+
+def test_wire_id_is_random_and_source_is_tunnel_address() -> None:
+    peers: list[tuple[str, int]] = []
+
+    def echo(server: ScriptedUdpServer, data: bytes, peer: tuple[str, int]) -> None:
+        peers.append(peer)
+        server.sock.sendto(answer_to(data, "192.0.2.9"), peer)
+
+    with ScriptedUdpServer(script=echo) as server:
+        up = UdpUpstream(cfg("udp", server.addr, server.port))
+        for _ in range(8):
+            asyncio.run(up.exchange(query("a.example."), LO))
+        wire_ids = {dns.message.from_wire(d).id for d in server.received}
+    assert len(server.received) == 8
+    assert wire_ids != {CALLER_ID}
+    assert len(wire_ids) > 1
+    assert {host for host, _ in peers} == {"127.0.0.1"}
+    assert len({port for _, port in peers}) > 1  # a fresh random source port per query
+
+
+def test_udp_timeout_when_server_is_silent() -> None:
+    with ScriptedUdpServer() as server:
+        up = UdpUpstream(cfg("udp", server.addr, server.port, timeout=0.3))
+        start = time.monotonic()
+        with pytest.raises(UpstreamError) as info:
+            asyncio.run(up.exchange(query("a.example."), LO))
+        elapsed = time.monotonic() - start
+    assert info.value.kind == "timeout"
+    assert 0.25 <= elapsed < 0.8
+    assert len(server.received) == 1
+
+
+def test_tcp_timeout_when_server_never_answers() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind((SCRIPT_ADDR, 0))
+        listener.listen(4)  # the kernel completes the handshake; nobody ever answers
+        up = TcpUpstream(cfg("tcp", SCRIPT_ADDR, listener.getsockname()[1], timeout=0.3))
+        start = time.monotonic()
+        with pytest.raises(UpstreamError) as info:
+            asyncio.run(up.exchange(query("a.example."), LO))
+        elapsed = time.monotonic() - start
+    assert info.value.kind == "timeout"
+    assert 0.25 <= elapsed < 0.8
+
+
+def test_udp_port_unreachable_is_a_connect_error() -> None:
+    port = free_port(SCRIPT_ADDR)
+    up = UdpUpstream(cfg("udp", SCRIPT_ADDR, port, timeout=1.0))
+    start = time.monotonic()
+    with pytest.raises(UpstreamError) as info:
+        asyncio.run(up.exchange(query("a.example."), LO))
+    assert info.value.kind == "connect"
+    assert "ECONNREFUSED" in info.value.message
+    assert time.monotonic() - start < 0.5  # ICMP unreachable, not the deadline
+
+
+def test_tcp_refused_is_a_connect_error() -> None:
+    up = TcpUpstream(cfg("tcp", SCRIPT_ADDR, free_port(SCRIPT_ADDR)))
+    with pytest.raises(UpstreamError) as info:
+        asyncio.run(up.exchange(query("a.example."), LO))
+    assert info.value.kind == "connect"
+    assert "ECONNREFUSED" in info.value.message
+
+
+# --- tunnel down: nothing is sent ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "scheme"),
+    [(LO_DOWN, "udp"), (LO_DOWN, "tcp"), (LO_V6_ONLY, "udp"), (LO_V6_ONLY, "tcp")],
+)
+def test_down_or_no_address_sends_nothing(state: TunnelState, scheme: str) -> None:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp,
+    ):
+        udp.bind((SCRIPT_ADDR, 0))
+        port = udp.getsockname()[1]
+        tcp.bind((SCRIPT_ADDR, port))
+        tcp.listen(4)
+        up = make_upstream(cfg(scheme, SCRIPT_ADDR, port))
+        with pytest.raises(UpstreamError) as info:
+            asyncio.run(up.exchange(query("a.example."), state))
+        assert info.value.kind == "tunnel"
+        udp.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            udp.recvfrom(65535)
+        tcp.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            tcp.accept()
+
+
+# --- cancellation closes what it opened ------------------------------------------------
+
+
+def test_udp_cancellation_closes_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[socket.socket] = []
+    real = netbind.udp_socket
+
+    def spy(
+        state: TunnelState, dest: tuple[str, int], *, upstream: str | None = None
+    ) -> socket.socket:
+        sock = real(state, dest, upstream=upstream)
+        made.append(sock)
+        return sock
+
+    monkeypatch.setattr(netbind, "udp_socket", spy)
+
+    async def body(port: int) -> None:
+        up = UdpUpstream(cfg("udp", SCRIPT_ADDR, port, timeout=5))
+        task = asyncio.create_task(up.exchange(query("a.example."), LO))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with ScriptedUdpServer() as server:
+        asyncio.run(body(server.port))
+    assert len(made) == 1
+    assert made[0].fileno() == -1
+
+
+def test_tcp_cancellation_closes_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[socket.socket] = []
+    real = netbind.tcp_connect
+
+    async def spy(
+        state: TunnelState, dest: tuple[str, int], timeout: float, *, upstream: str | None = None
+    ) -> socket.socket:
+        sock = await real(state, dest, timeout, upstream=upstream)
+        made.append(sock)
+        return sock
+
+    monkeypatch.setattr(netbind, "tcp_connect", spy)
+
+    async def body(port: int) -> None:
+        up = TcpUpstream(cfg("tcp", SCRIPT_ADDR, port, timeout=5))
+        task = asyncio.create_task(up.exchange(query("a.example."), LO))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind((SCRIPT_ADDR, 0))
+        listener.listen(4)
+        asyncio.run(body(listener.getsockname()[1]))
+    assert len(made) == 1
+    assert made[0].fileno() == -1
+
+
+# --- netbind ---------------------------------------------------------------------------
+
+
+def bound_device(sock: socket.socket) -> str:
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16)
+    return raw.split(b"\0", 1)[0].decode()
+
+
+def test_udp_socket_is_device_and_address_bound() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind((SCRIPT_ADDR, 0))
+        dest = (SCRIPT_ADDR, server.getsockname()[1])
+        sock = netbind.udp_socket(LO, dest)
+        try:
+            assert bound_device(sock) == "lo"
+            assert sock.getsockname()[0] == "127.0.0.1"
+            assert sock.getsockname()[1] != 0
+            assert sock.getpeername() == dest
+            assert not sock.getblocking()
+        finally:
+            sock.close()
+
+
+def test_udp_socket_ipv6_uses_the_ipv6_tunnel_address() -> None:
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as server:
+        server.bind(("::1", 0))
+        port = server.getsockname()[1]
+        sock = netbind.udp_socket(LO, ("::1", port))
+        try:
+            assert sock.family == socket.AF_INET6
+            assert bound_device(sock) == "lo"
+            assert sock.getsockname()[0] == "::1"
+            sock.send(b"hello")
+            server.settimeout(1)
+            data, peer = server.recvfrom(100)
+            assert data == b"hello"
+            assert peer[:2] == sock.getsockname()[:2]
+        finally:
+            sock.close()
+
+
+def test_tcp_connect_sets_options_before_connecting() -> None:
+    async def body(dest: tuple[str, int]) -> None:
+        sock = await netbind.tcp_connect(LO, dest, 1.5)
+        try:
+            assert bound_device(sock) == "lo"
+            assert sock.getsockname()[0] == "127.0.0.1"
+            assert sock.getpeername() == dest
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 1500
+            assert not sock.getblocking()
+        finally:
+            sock.close()
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind((SCRIPT_ADDR, 0))
+        listener.listen(4)
+        asyncio.run(body((SCRIPT_ADDR, listener.getsockname()[1])))
+
+
+def test_missing_device_is_a_connect_error() -> None:
+    with pytest.raises(UpstreamError) as info:
+        netbind.udp_socket(NO_SUCH_DEVICE, (SCRIPT_ADDR, 53))
+    assert info.value.kind == "connect"
+    assert "ENODEV" in info.value.message
+
+    with pytest.raises(UpstreamError) as info:
+        asyncio.run(netbind.tcp_connect(NO_SUCH_DEVICE, (SCRIPT_ADDR, 53), 1.0))
+    assert info.value.kind == "connect"
+    assert "ENODEV" in info.value.message
+
+
+def test_address_not_on_device_is_a_connect_error() -> None:
+    # 192.0.2.200 is on no interface: bind fails EADDRNOTAVAIL, nothing is sent.
+    stray = TunnelState(up=True, ifname="lo", ifindex=1, addresses=("192.0.2.200",), epoch=5)
+    with pytest.raises(UpstreamError) as info:
+        netbind.udp_socket(stray, (SCRIPT_ADDR, 53))
+    assert info.value.kind == "connect"
+    assert "EADDRNOTAVAIL" in info.value.message
+
+
+@pytest.mark.parametrize("state", [LO_DOWN, LO_V6_ONLY])
+def test_netbind_refuses_down_or_missing_family(state: TunnelState) -> None:
+    with pytest.raises(UpstreamError) as info:
+        netbind.udp_socket(state, (SCRIPT_ADDR, 53))
+    assert info.value.kind == "tunnel"
+    with pytest.raises(UpstreamError) as info:
+        asyncio.run(netbind.tcp_connect(state, (SCRIPT_ADDR, 53), 1.0))
+    assert info.value.kind == "tunnel"
