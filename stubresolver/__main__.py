@@ -1,0 +1,7 @@
+"""``python -m stubresolver``."""
+
+import sys
+
+from stubresolver.cli import main
+
+sys.exit(main())

@@ -1,0 +1,173 @@
+"""The running service: monitor + resolver + listeners, signals, reload.
+
+Start-up order matters for the promise: the config is validated before anything is bound,
+the tunnel monitor reads the state before the first query is served (so a query that arrives
+while the tunnel is absent is refused, never forwarded on a guess), and the listeners are
+bound all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+
+from stubresolver.cache import Cache
+from stubresolver.config import Config, load_config
+from stubresolver.errors import ConfigError
+from stubresolver.policy import LocalPolicy
+from stubresolver.resolver import Resolver
+from stubresolver.server import DnsServer
+from stubresolver.tunnel import TunnelMonitor
+from stubresolver.tunnel_state import TunnelState
+from stubresolver.upstream.factory import make_upstream
+
+log = logging.getLogger("stubresolver")
+
+
+def build_resolver(config: Config, monitor: TunnelMonitor) -> Resolver:
+    """Everything config-derived that a reload may replace. Raises ConfigError only."""
+    upstreams = [make_upstream(u) for u in config.upstreams]
+    return Resolver(
+        upstreams=upstreams,
+        tunnel_state=lambda: monitor.state,
+        refresh_tunnel=monitor.refresh,
+        tunnel_label=",".join(config.tunnel.interfaces),
+        cache=Cache(config.cache.limits) if config.cache.enabled else None,
+        policy=LocalPolicy(config.local.reverse_via_vpn),
+        flush_on_tunnel_change=config.cache.flush_on_tunnel_change,
+        log_queries=config.logging.queries,
+    )
+
+
+def configure_logging(level: str) -> None:
+    """stderr lines journald reads well: syslog priority prefixes under systemd
+    (sd-daemon(3) ``<N>``), timestamps otherwise."""
+    under_journal = bool(os.environ.get("JOURNAL_STREAM"))
+    handler = logging.StreamHandler()
+    if under_journal:
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # asyncio's own debug lines (selector choice) are noise in a service log.
+    logging.getLogger("asyncio").setLevel(max(logging.WARNING, root.level))
+
+
+_SYSLOG_PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+
+
+class _JournalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{_SYSLOG_PRIORITY.get(record.levelname, 6)}>{super().format(record)}"
+
+
+def _sd_notify(message: str) -> None:
+    """Tell systemd we are ready (Type=notify), if it asked; harmless otherwise."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    address = "\0" + path[1:] if path.startswith("@") else path
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(message.encode(), address)
+
+
+class Service:
+    def __init__(self, config: Config, config_path: Path | None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.monitor = TunnelMonitor(
+            config.tunnel.interfaces, poll_interval=config.tunnel.poll_interval
+        )
+        self.resolver = build_resolver(config, self.monitor)
+        self.server = DnsServer(self.resolver, config.server)
+        self._unsubscribe = self.monitor.subscribe(self._on_tunnel)
+        self._stop = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
+
+    def _on_tunnel(self, old: TunnelState, new: TunnelState) -> None:
+        self.resolver.tunnel_changed(old, new)
+
+    async def run(self) -> None:
+        await self.monitor.start()
+        try:
+            await self.server.start(self.config.listen)
+        except BaseException:
+            await self.monitor.stop()
+            raise
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        state = self.monitor.state
+        log.info(
+            "serving on %s; tunnel %s is %s; %d upstream(s)",
+            ", ".join(str(a) for a in self.config.listen),
+            state.ifname or ",".join(self.config.tunnel.interfaces),
+            "up" if state.up else "down (refusing every query)",
+            len(self.config.upstreams),
+        )
+        _sd_notify("READY=1")
+        try:
+            await self._stop.wait()
+        finally:
+            _sd_notify("STOPPING=1")
+            log.info("shutting down")
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self.server.close()
+            await self.resolver.close()
+            await self.monitor.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config; a bad one is rejected and the old one keeps serving."""
+        if self.config_path is None:
+            return
+        try:
+            new = load_config(self.config_path)
+            resolver = build_resolver(new, self.monitor)
+        except ConfigError as exc:
+            log.error("reload rejected, keeping the running config: %s", exc)
+            return
+        if new.listen != self.config.listen or new.server != self.config.server:
+            log.warning("listen/server changes take effect only after a restart")
+        if new.tunnel != self.config.tunnel:
+            self.monitor.patterns = new.tunnel.interfaces
+            self.monitor.poll_interval = new.tunnel.poll_interval
+        old_resolver = self.resolver
+        self.resolver = resolver
+        self.server.resolver = resolver
+        self.config = new
+        configure_logging(new.logging.level)
+        task = asyncio.get_running_loop().create_task(old_resolver.close())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        # The patterns may have changed: look at the interfaces again under the new rules.
+        self.monitor.refresh()
+        log.info("config reloaded from %s", self.config_path)
+
+
+def serve(config: Config, config_path: Path | None) -> None:
+    """Run until SIGTERM/SIGINT. uvloop is used when installed (optional extra)."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up, never required
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+
+    async def main() -> None:
+        await Service(config, config_path).run()
+
+    runner(main())

@@ -1,0 +1,297 @@
+"""One place decides the outcome of every query (DESIGN.md "policy / resolver", STYLE.md 6).
+
+Order: wire checks -> local policy -> cache -> gate (tunnel state) -> upstreams. The first
+four are synchronous, so the server answers them inline without scheduling a task; only a
+forward is awaited. Every query ends in exactly one named `Outcome`, counted in `stats` and,
+when query logging is on, logged with its name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from stubresolver import wire
+from stubresolver.cache import Cache
+from stubresolver.errors import UpstreamError, WireError
+from stubresolver.policy import LocalPolicy
+from stubresolver.tunnel_state import TunnelState
+from stubresolver.upstream.base import Upstream
+
+log = logging.getLogger("stubresolver.resolver")
+query_log = logging.getLogger("stubresolver.queries")
+
+
+class Outcome(enum.Enum):
+    CACHED = "cached"
+    FORWARDED = "forwarded"
+    LOCAL = "local"
+    REFUSED_TUNNEL_DOWN = "refused-tunnel-down"
+    SERVFAIL_UPSTREAM = "servfail-upstream"
+    SERVFAIL_TUNNEL_CHANGED = "servfail-tunnel-changed"
+    FORMERR = "formerr"
+    NOTIMP = "notimp"
+    BADVERS = "badvers"
+    DROPPED = "dropped"
+
+
+_WIRE_OUTCOMES = {
+    wire.FORMERR: Outcome.FORMERR,
+    wire.NOTIMP: Outcome.NOTIMP,
+    wire.BADVERS: Outcome.BADVERS,
+}
+
+# After a failure an upstream is tried only after the healthy ones, for this long (seconds).
+_UNHEALTHY_FOR = 5.0
+# Smoothing factor for the RTT estimate (as in RFC 6298's SRTT, alpha = 1/8).
+_RTT_ALPHA = 0.125
+
+
+@dataclass(slots=True)
+class UpstreamHealth:
+    """Per-upstream state the resolver keeps for choosing, and for `status` to read."""
+
+    url: str
+    srtt: float = 0.0  # seconds; 0 until the first answer
+    healthy: bool = True
+    failures: int = 0
+    last_error: str | None = None
+    retry_at: float = 0.0
+    answers: int = 0
+
+    def success(self, rtt: float) -> None:
+        self.srtt = rtt if self.answers == 0 else self.srtt + _RTT_ALPHA * (rtt - self.srtt)
+        self.answers += 1
+        self.healthy = True
+        self.failures = 0
+
+    def failure(self, error: UpstreamError, now: float) -> None:
+        if self.healthy or self.last_error != error.message:
+            log.warning("upstream %s failed: %s: %s", self.url, error.kind, error.message)
+        self.healthy = False
+        self.failures += 1
+        self.last_error = error.message
+        self.retry_at = now + _UNHEALTHY_FOR
+
+
+class _TunnelChanged(Exception):
+    """The tunnel epoch moved while a forward was in flight."""
+
+
+@dataclass(slots=True)
+class _Flight:
+    """One forward in flight, shared by every identical query (single-flight)."""
+
+    future: asyncio.Future[bytes]
+    epoch: int
+    task: asyncio.Task[bytes] | None = None
+    waiters: int = 1
+
+
+@dataclass(slots=True)
+class ResolverStats:
+    outcomes: Counter[Outcome] = field(default_factory=Counter)
+
+
+class Resolver:
+    """Decides every query; owns the cache, the local policy and the upstream choice."""
+
+    def __init__(
+        self,
+        *,
+        upstreams: Sequence[Upstream],
+        tunnel_state: Callable[[], TunnelState],
+        refresh_tunnel: Callable[[], TunnelState],
+        tunnel_label: str,
+        cache: Cache | None,
+        policy: LocalPolicy,
+        flush_on_tunnel_change: bool = True,
+        log_queries: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.upstreams = list(upstreams)
+        self.health = [UpstreamHealth(u.url) for u in self.upstreams]
+        self._state = tunnel_state
+        self._refresh = refresh_tunnel
+        self._tunnel_label = tunnel_label
+        self.cache = cache
+        self.policy = policy
+        self.flush_on_tunnel_change = flush_on_tunnel_change
+        self.log_queries = log_queries
+        self._clock = clock
+        self._flights: dict[bytes, _Flight] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self.stats = ResolverStats()
+
+    # --- the synchronous part ---------------------------------------------------------
+
+    def answer_now(self, data: bytes) -> tuple[bytes | None, wire.Query | None]:
+        """Answer without I/O when possible.
+
+        Returns (response, query) when answered here (the caller truncates to
+        ``query.udp_size`` on UDP), (None, query) when the query must be forwarded with
+        `forward`, (error response, None) for a rejected packet and (None, None) to drop it.
+        """
+        try:
+            query = wire.parse_query(data)
+        except WireError as exc:
+            outcome = (
+                Outcome.DROPPED
+                if exc.rcode is None
+                else _WIRE_OUTCOMES.get(exc.rcode, Outcome.FORMERR)
+            )
+            self._count(outcome, None)
+            return wire.error_response(data, exc), None
+        local = self.policy.answer(query, data)
+        if local is not None:
+            self._count(Outcome.LOCAL, query)
+            return local, query
+        if self.cache is not None:
+            hit = self.cache.lookup(query, self._clock())
+            if hit is not None:
+                self._count(Outcome.CACHED, query)
+                return hit, query
+        state = self._state()
+        if not state.up:
+            return self._refused(query, data, state), query
+        return None, query
+
+    def _refused(self, query: wire.Query, data: bytes, state: TunnelState) -> bytes:
+        # RFC 8914 4.24: INFO-CODE 23 "Network Error"; the text names the interface.
+        self._count(Outcome.REFUSED_TUNNEL_DOWN, query)
+        text = f"tunnel {state.ifname or self._tunnel_label} down"
+        return wire.build_response(query, data, wire.REFUSED, ede=(wire.EDE_NETWORK_ERROR, text))
+
+    # --- forwarding ------------------------------------------------------------------------
+
+    async def forward(self, query: wire.Query, data: bytes) -> bytes:
+        """Forward through the tunnel; always returns a response for the client."""
+        state = self._state()
+        if not state.up:
+            return self._refused(query, data, state)
+        key = query.cache_key()
+        flight = self._flights.get(key)
+        if flight is None or flight.epoch != state.epoch:
+            # Privacy: the client's subnet never leaves the machine (RFC 7871 7.1.2).
+            outgoing = wire.strip_ecs(data, query) if query.has_ecs else data
+            future = asyncio.get_running_loop().create_future()
+            flight = _Flight(future, state.epoch)
+            self._flights[key] = flight
+            task = asyncio.get_running_loop().create_task(self._fetch(outgoing, state))
+            flight.task = task
+            task.add_done_callback(
+                functools.partial(self._landed, key=key, flight=flight, query=query)
+            )
+        else:
+            flight.waiters += 1
+        try:
+            response = await asyncio.shield(flight.future)
+        except _TunnelChanged:
+            return self._tunnel_changed_servfail(query, data)
+        except UpstreamError as exc:
+            if not self._state().up:
+                return self._tunnel_changed_servfail(query, data)
+            self._count(Outcome.SERVFAIL_UPSTREAM, query)
+            return wire.build_response(
+                query,
+                data,
+                wire.SERVFAIL,
+                ede=(wire.EDE_NO_REACHABLE_AUTHORITY, f"{exc.kind}: {exc.message}"[:200]),
+            )
+        self._count(Outcome.FORWARDED, query)
+        return wire.patch_response(response, query.msg_id, query.qname, (), 0)
+
+    def _tunnel_changed_servfail(self, query: wire.Query, data: bytes) -> bytes:
+        # The answer (if any) would come from a path that no longer exists: SERVFAIL at once,
+        # never a late answer across an epoch (STYLE.md 11).
+        self._count(Outcome.SERVFAIL_TUNNEL_CHANGED, query)
+        state = self._state()
+        text = f"tunnel {state.ifname or self._tunnel_label} {'changed' if state.up else 'down'}"
+        return wire.build_response(query, data, wire.SERVFAIL, ede=(wire.EDE_NETWORK_ERROR, text))
+
+    def _landed(
+        self, task: asyncio.Task[bytes], *, key: bytes, flight: _Flight, query: wire.Query
+    ) -> None:
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+        if flight.future.done():  # already failed by a tunnel change
+            if not task.cancelled():
+                task.exception()  # retrieved, so asyncio does not log it
+            return
+        if task.cancelled():
+            flight.future.set_exception(_TunnelChanged())
+            return
+        exc = task.exception()
+        if exc is not None:
+            flight.future.set_exception(exc)
+            flight.future.exception()  # waiters may all be gone; mark retrieved
+            return
+        response = task.result()
+        if self.cache is not None and self._state().epoch == flight.epoch:
+            self.cache.store(query, response, self._clock())
+        flight.future.set_result(response)
+
+    async def _fetch(self, data: bytes, state: TunnelState) -> bytes:
+        """Try the upstreams, healthy ones first by smoothed RTT, until one answers."""
+        last: UpstreamError | None = None
+        for index in self._order():
+            upstream, health = self.upstreams[index], self.health[index]
+            started = self._clock()
+            try:
+                response = await upstream.exchange(data, state)
+            except UpstreamError as exc:
+                health.failure(exc, self._clock())
+                last = exc
+                # ENODEV / ENETUNREACH etc.: the tunnel may have just gone; look now instead
+                # of waiting for the netlink event or the poll.
+                if exc.kind in ("connect", "tunnel") and not self._refresh().up:
+                    raise
+                continue
+            health.success(self._clock() - started)
+            return response
+        assert last is not None
+        raise last
+
+    def _order(self) -> list[int]:
+        now = self._clock()
+        indices = range(len(self.upstreams))
+        usable = [i for i in indices if self.health[i].healthy or now >= self.health[i].retry_at]
+        resting = [i for i in indices if i not in usable]
+        usable.sort(key=lambda i: self.health[i].srtt)
+        return usable + resting
+
+    def tunnel_changed(self, old: TunnelState, new: TunnelState) -> None:
+        """Called by the monitor on every epoch: fail in-flight work, drop cached answers."""
+        for flight in list(self._flights.values()):
+            if not flight.future.done():
+                flight.future.set_exception(_TunnelChanged())
+                flight.future.exception()
+            if flight.task is not None:
+                flight.task.cancel()
+        self._flights.clear()
+        if self.cache is not None and self.flush_on_tunnel_change:
+            self.cache.flush()
+        loop = asyncio.get_running_loop()
+        for upstream in self.upstreams:
+            # Pools made under the old epoch are useless or dangerous (DESIGN.md kernel table:
+            # a socket bound to a deleted device fails forever).
+            task = loop.create_task(upstream.close())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def close(self) -> None:
+        for upstream in self.upstreams:
+            await upstream.close()
+
+    def _count(self, outcome: Outcome, query: wire.Query | None) -> None:
+        self.stats.outcomes[outcome] += 1
+        if self.log_queries and query is not None:
+            query_log.info(
+                "query %s type %d -> %s", wire.decode_name(query.qname), query.qtype, outcome.value
+            )
