@@ -1,0 +1,76 @@
+"""Fixtures for the network-namespace end-to-end tests (see test_leak_e2e.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .harness import Figures, Stub
+from .world import World, netns_usable
+
+
+def _require_netns() -> None:
+    reason = netns_usable()
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"netns end-to-end tests cannot run in CI: {reason}", pytrace=False)
+    pytest.skip(f"netns end-to-end tests: {reason}")
+
+
+@pytest.fixture(scope="session")
+def netns_ok() -> None:
+    _require_netns()
+
+
+@pytest.fixture(scope="module")
+def world(netns_ok: None) -> Iterator[World]:
+    w = World("a")
+    try:
+        w.build()
+        yield w
+    finally:
+        w.close()
+
+
+@pytest.fixture
+def fresh_world(netns_ok: None) -> Iterator[World]:
+    """A second, throwaway world (other names), for tests that must not pollute `world`."""
+    w = World("b")
+    try:
+        w.build()
+        yield w
+    finally:
+        w.close()
+
+
+@pytest.fixture(scope="module")
+def figures(world: World) -> Iterator[Figures]:
+    figs = Figures()
+    yield figs
+    figs.leaks = world.leak_figures()
+    figs.vpn_queries = world.vpn_log_queries()
+    report = figs.report()
+    text = json.dumps(report, indent=2, sort_keys=True)
+    print(f"\nstubresolver e2e figures:\n{text}")
+    out = os.environ.get("STUBRESOLVER_E2E_REPORT")
+    if out:
+        Path(out).write_text(text + "\n")
+
+
+@pytest.fixture
+def stub(world: World) -> Iterator[Stub]:
+    world.ensure_tunnel_up()
+    world.wait_tunnel_passes()
+    s = Stub(world)
+    try:
+        yield s
+    finally:
+        try:
+            s.stop()
+        finally:
+            s.sock.close()
