@@ -1,0 +1,119 @@
+"""``tls://IP[:port]#auth-name``: DNS-over-TLS (RFC 7858) in the strict profile (RFC 8310).
+
+One persistent connection per upstream, reused across queries (RFC 7858 3.4). Queries are
+pipelined: each gets a fresh random ID on the wire, and answers, which may come in any order
+(RFC 7766 6.2.1.1), are matched by ID and question. Every query is padded to a multiple of
+128 octets (RFC 8467 4.1). Connection handling (epochs, backoff, idle timeout, resumption,
+pins) lives in ``tlsctx.PooledTlsUpstream``; this module is only the DNS-over-TCP framing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from typing import TYPE_CHECKING
+
+from stubresolver import padding, wire
+from stubresolver.errors import UpstreamError, WireError
+from stubresolver.tunnel_state import TunnelState
+from stubresolver.upstream.tlsctx import (
+    PooledConnection,
+    PooledTlsUpstream,
+    TlsStream,
+    UpstreamStats,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+_rng = random.SystemRandom()
+_MAX_IN_FLIGHT = 0xF000  # leave ID space free so a random pick finds a free ID quickly
+
+
+def read_query(query: bytes, label: str) -> tuple[int, bytes, bytes, bool]:
+    """(caller's ID, question key, padded query, OPT added) or UpstreamError(protocol)."""
+    try:
+        key = wire.question_key(query)
+        padded, added = padding.pad_query(query)
+        return wire.get_id(query), key, padded, added
+    except WireError as exc:
+        raise UpstreamError("protocol", label, f"unreadable query: {exc}") from exc
+
+
+def finish_answer(answer: bytes, orig_id: int, added_opt: bool) -> bytes:
+    """The answer as the client expects it: its ID, and no OPT if it sent none."""
+    if added_opt:
+        # An unwalkable additional section: pass the answer on as the server sent it.
+        with contextlib.suppress(WireError):
+            answer = padding.strip_opt(answer)
+    return wire.with_id(answer, orig_id)
+
+
+def answers_question(msg: bytes, key: bytes) -> bool:
+    """A response whose question is ``key``; or one with no question at all (FORMERR etc.,
+    RFC 1035 allows it), which is fine on an authenticated stream once the ID matched."""
+    if not wire.is_response(msg) or len(msg) < wire.HEADER_LEN:
+        return False
+    if msg[4] == 0 and msg[5] == 0:
+        return True
+    try:
+        return wire.question_key(msg) == key
+    except WireError:
+        return False
+
+
+class DotConnection(PooledConnection):
+    """One DNS-over-TLS connection: length-prefixed messages, pipelined, matched by ID."""
+
+    def __init__(
+        self, stream: TlsStream, epoch: int, label: str, idle_timeout: float,
+        stats: UpstreamStats, on_close: Callable[[PooledConnection], None],
+    ) -> None:  # fmt: skip
+        self._deframer = wire.TcpDeframer()
+        self._keys: dict[int, bytes] = {}
+        super().__init__(stream, epoch, label, idle_timeout, stats, on_close)
+
+    def _received(self, data: bytes) -> None:
+        for msg in self._deframer.feed(data):
+            if len(msg) < wire.HEADER_LEN:
+                continue
+            wire_id = wire.get_id(msg)
+            key = self._keys.get(wire_id)
+            if key is None or not answers_question(msg, key):
+                # Late answer to a query that timed out, or a mismatch: ignore it.
+                log.debug("%s: ignoring unexpected message id %d", self.label, wire_id)
+                continue
+            self._resolve(wire_id, msg)
+
+    async def request(self, query: bytes, deadline: float, timeout: float) -> bytes:
+        if self.error is not None:
+            raise self._error_copy()
+        orig_id, key, padded, added = read_query(query, self.label)
+        if len(self._keys) >= _MAX_IN_FLIGHT:
+            raise UpstreamError("protocol", self.label, "too many queries in flight")
+        wire_id = _rng.randrange(0x10000)
+        while wire_id in self._keys:
+            wire_id = _rng.randrange(0x10000)
+        frame = wire.tcp_frame(wire.with_id(padded, wire_id))
+        fut = self._add_waiter(wire_id)
+        self._keys[wire_id] = key
+        try:
+            answer = await self._send_and_wait(
+                lambda: self.stream.write(frame), fut, deadline, timeout
+            )
+        finally:
+            del self._keys[wire_id]
+            self._remove_waiter(wire_id, fut)
+        return finish_answer(answer, orig_id, added)
+
+
+class TlsUpstream(PooledTlsUpstream):
+    """``tls://IP[:port]#auth-name`` (see the module doc)."""
+
+    async def _start(self, stream: TlsStream, state: TunnelState, deadline: float) -> DotConnection:
+        return DotConnection(
+            stream, state.epoch, self.url, self.idle_timeout, self.stats, self._connection_closed
+        )
