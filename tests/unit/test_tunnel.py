@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 from collections.abc import Sequence
 
 import pytest
@@ -225,3 +227,31 @@ def test_start_reads_state_at_once_and_polls() -> None:
         assert len(probe.calls) == calls  # stopped: no more polling
 
     asyncio.run(body())
+
+
+def test_netlink_failure_falls_back_to_polling(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An address family the kernel does not know: socket() fails like a sandbox would.
+    monkeypatch.setattr(socket, "AF_NETLINK", 255)
+
+    async def body() -> None:
+        probe = ScriptedProbe(UP_WG0)
+        monitor = TunnelMonitor(["wg*"], poll_interval=0.02, probe=probe)
+        with caplog.at_level(logging.WARNING, logger="stubresolver.tunnel"):
+            await monitor.start()
+        try:
+            assert not monitor.netlink_active
+            assert monitor.state.up
+            probe.result = ABSENT
+            for _ in range(100):
+                if not monitor.state.up:
+                    break
+                await asyncio.sleep(0.01)
+            assert not monitor.state.up
+        finally:
+            await monitor.stop()
+
+    asyncio.run(body())
+    warnings = [r for r in caplog.records if "netlink unavailable" in r.getMessage()]
+    assert len(warnings) == 1
