@@ -126,7 +126,8 @@ class DohConnection(PooledConnection):
     async def request(self, query: bytes, deadline: float, timeout: float) -> bytes:
         if self.error is not None:
             raise self._error_copy()
-        orig_id, key, padded, added = read_query(wire.with_id(query, 0), self.label)
+        _, key, padded, added = read_query(wire.with_id(query, 0), self.label)
+        orig_id = wire.get_id(query)
         await self._wait_for_slot(deadline, timeout)
         if not self.usable():
             # GOAWAY arrived while waiting: a new connection serves this query.
@@ -136,8 +137,6 @@ class DohConnection(PooledConnection):
         except h2.exceptions.NoAvailableStreamIDError:
             self._goaway = True  # stream IDs used up (RFC 9113 5.1.1): open a new connection
             raise UpstreamError("connect", self.label, "HTTP/2 stream IDs exhausted") from None
-        if len(padded) > self._h2.local_flow_control_window(stream_id):
-            raise self._protocol_error("query larger than the server's flow-control window")
         headers = [
             (b":method", b"POST"),
             (b":scheme", b"https"),
@@ -151,6 +150,8 @@ class DohConnection(PooledConnection):
         self._streams[stream_id] = _Stream(key)
         try:
             self._h2.send_headers(stream_id, headers)
+            if len(padded) > self._h2.local_flow_control_window(stream_id):
+                raise self._protocol_error("query larger than the server's flow-control window")
             frame_size = self._h2.max_outbound_frame_size
             for start in range(0, len(padded), frame_size):
                 chunk = padded[start : start + frame_size]

@@ -1,0 +1,328 @@
+"""Real TLS servers for the DoT/DoH tests: a test CA made with the openssl CLI, unbound
+serving DoT (``tls-port``) and DoH (``https-port``) on 127.0.30.1, and a scripted DoT server
+of our own that answers pipelined queries in the order a test wants."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dns.message
+import dns.rrset
+
+# 127.0.30.0/24 belongs to the encrypted-upstream tests (contracts: unique loopback ranges).
+TLS_ADDR = "127.0.30.1"
+SCRIPT_TLS_ADDR = "127.0.30.2"
+AUTH_NAME = "dns.test.example"
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _openssl(*args: str, stdin: bytes | None = None) -> bytes:
+    exe = shutil.which("openssl")
+    if exe is None:
+        raise RuntimeError("openssl is not installed (Debian package openssl)")
+    done = subprocess.run([exe, *args], input=stdin, capture_output=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"openssl {' '.join(args)}: {done.stderr.decode()}")
+    return done.stdout
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A CA, a leaf for AUTH_NAME + the server IPs signed by it, and an unrelated CA."""
+
+    ca: Path
+    cert: Path  # leaf, then the CA (a chain file as servers want it)
+    key: Path
+    other_ca: Path
+    other_key: Path  # a second key: pins of it must not match the server
+
+    def pin(self, key: Path | None = None) -> str:
+        """base64 SHA-256 of the SPKI of ``key`` (default the server's), by openssl."""
+        der = _openssl("pkey", "-in", str(key or self.key), "-pubout", "-outform", "DER")
+        digest = _openssl("dgst", "-sha256", "-binary", stdin=der)
+        import base64
+
+        return base64.b64encode(digest).decode()
+
+
+def make_pki(tmp: Path) -> Pki:
+    """Generate a throwaway PKI under ``tmp`` with the openssl CLI (EC P-256: fast)."""
+
+    def key(name: str) -> Path:
+        path = tmp / f"{name}.key"
+        _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                 "-out", str(path))  # fmt: skip
+        return path
+
+    def ca(name: str) -> tuple[Path, Path]:
+        k = key(name)
+        cert = tmp / f"{name}.pem"
+        _openssl("req", "-x509", "-new", "-key", str(k), "-days", "2", "-subj",
+                 f"/CN=stubresolver test {name}", "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", str(cert))  # fmt: skip
+        return cert, k
+
+    ca_cert, ca_key = ca("ca")
+    other_ca, _ = ca("otherca")
+    leaf_key = key("server")
+    csr = tmp / "server.csr"
+    _openssl("req", "-new", "-key", str(leaf_key), "-subj", f"/CN={AUTH_NAME}", "-out", str(csr))
+    ext = tmp / "server.ext"
+    ext.write_text(
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth\n"
+        f"subjectAltName=DNS:{AUTH_NAME},IP:{TLS_ADDR},IP:{SCRIPT_TLS_ADDR}\n"
+    )
+    leaf = tmp / "server-leaf.pem"
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
+             "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(leaf))  # fmt: skip
+    chain = tmp / "server.pem"
+    chain.write_bytes(leaf.read_bytes() + ca_cert.read_bytes())
+    return Pki(ca=ca_cert, cert=chain, key=leaf_key, other_ca=other_ca, other_key=key("other"))
+
+
+UNBOUND_TLS_CONF = """\
+server:
+  interface: {addr}@{dot}
+  interface: {addr}@{doh}
+  tls-port: {dot}
+  https-port: {doh}
+  tls-service-key: "{key}"
+  tls-service-pem: "{cert}"
+  http-endpoint: "/dns-query"
+  do-ip4: yes
+  do-ip6: no
+  do-udp: no
+  do-tcp: yes
+  num-threads: 1
+  so-reuseport: no
+  username: ""
+  chroot: ""
+  directory: "{dir}"
+  pidfile: "{dir}/unbound.pid"
+  use-syslog: no
+  logfile: "{dir}/unbound.log"
+  verbosity: 1
+  tcp-idle-timeout: 30000
+  module-config: "iterator"
+  access-control: 127.0.0.0/8 allow
+  statistics-cumulative: yes
+  extended-statistics: yes
+  # Never recurse anywhere: only the test zone is answered, everything else REFUSED.
+  local-zone: "." refuse
+  local-zone: "example." static
+  local-data: "example. 300 IN SOA ns.example. host.example. 1 3600 600 86400 300"
+  local-data: "a.example. 300 IN A 192.0.2.1"
+  local-data: "b.example. 300 IN A 192.0.2.2"
+remote-control:
+  control-enable: yes
+  control-interface: "{dir}/control.sock"
+  control-use-cert: no
+"""
+
+
+@dataclass
+class UnboundTls:
+    """unbound serving DoT on ``dot_port`` and DoH on ``doh_port``; restartable."""
+
+    dir: Path
+    pki: Pki
+    addr: str = TLS_ADDR
+    dot_port: int = 0
+    doh_port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def conf(self) -> Path:
+        return self.dir / "unbound.conf"
+
+    def write_conf(self) -> None:
+        self.dot_port = free_port(self.addr)
+        self.doh_port = free_port(self.addr)
+        self.conf.write_text(
+            UNBOUND_TLS_CONF.format(
+                addr=self.addr,
+                dot=self.dot_port,
+                doh=self.doh_port,
+                dir=self.dir,
+                key=self.pki.key,
+                cert=self.pki.cert,
+            )
+        )
+        check = subprocess.run(
+            ["unbound-checkconf", str(self.conf)], capture_output=True, text=True, check=False
+        )
+        if check.returncode != 0:
+            raise RuntimeError(f"unbound-checkconf: {check.stdout}{check.stderr}")
+
+    def start(self) -> None:
+        exe = shutil.which("unbound")
+        if exe is None:
+            raise RuntimeError("unbound is not installed")
+        self.proc = subprocess.Popen([exe, "-d", "-c", str(self.conf)], stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                log = (self.dir / "unbound.log").read_text(errors="replace")
+                raise RuntimeError(f"unbound exited {self.proc.returncode}: {err}{log}")
+            if all(_port_open(self.addr, p) for p in (self.dot_port, self.doh_port)):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("unbound did not listen within 10s")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+    def stats(self) -> dict[str, float]:
+        """``unbound-control stats_noreset`` as a mapping (num.query.tls, ...)."""
+        out = subprocess.run(
+            ["unbound-control", "-c", str(self.conf), "stats_noreset"],
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout  # fmt: skip
+        values: dict[str, float] = {}
+        for line in out.splitlines():
+            name, _, value = line.partition("=")
+            try:
+                values[name] = float(value)
+            except ValueError:
+                continue
+        return values
+
+
+def _port_open(addr: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((addr, port)) == 0
+
+
+@contextmanager
+def run_unbound_tls(tmp: Path, pki: Pki) -> Iterator[UnboundTls]:
+    server = UnboundTls(dir=tmp, pki=pki)
+    server.write_conf()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def answer_a(query: bytes, address: str) -> bytes:
+    """A response to ``query`` with one A record for its name."""
+    q = dns.message.from_wire(query)
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "A", address))
+    return r.to_wire()
+
+
+Handler = Callable[["ScriptedTlsServer", list[bytes]], list[bytes]]
+
+
+@dataclass
+class ScriptedTlsServer:
+    """A DoT server of our own: collects ``batch`` queries from a connection, then sends the
+    answers ``handler`` returns for that batch (in the handler's order).
+
+    Counts connections and records every query as received (padding included).
+    """
+
+    pki: Pki
+    handler: Handler
+    batch: int = 1
+    addr: str = SCRIPT_TLS_ADDR
+    connections: int = 0
+    queries: list[bytes] = field(default_factory=list)
+    _listener: socket.socket = field(init=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    _threads: list[threading.Thread] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._ctx.load_cert_chain(str(self.pki.cert), str(self.pki.key))
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind((self.addr, 0))
+        self._listener.listen(16)
+        self._listener.settimeout(0.05)
+
+    @property
+    def port(self) -> int:
+        return int(self._listener.getsockname()[1])
+
+    def __enter__(self) -> ScriptedTlsServer:
+        t = threading.Thread(target=self._accept_loop, daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in list(self._threads):
+            t.join(5)
+        self._listener.close()
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                raw, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            t = threading.Thread(target=self._serve, args=(raw,), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _serve(self, raw: socket.socket) -> None:
+        raw.settimeout(5)
+        try:
+            with self._ctx.wrap_socket(raw, server_side=True) as conn:
+                conn.settimeout(0.1)
+                buf = b""
+                pending: list[bytes] = []
+                while not self._stop.is_set():
+                    try:
+                        data = conn.recv(65535)
+                    except TimeoutError:
+                        continue
+                    if not data:
+                        return
+                    buf += data
+                    while len(buf) >= 2 and len(buf) >= 2 + struct.unpack("!H", buf[:2])[0]:
+                        length = struct.unpack("!H", buf[:2])[0]
+                        msg, buf = buf[2 : 2 + length], buf[2 + length :]
+                        self.queries.append(msg)
+                        pending.append(msg)
+                    if len(pending) >= self.batch:
+                        for answer in self.handler(self, pending):
+                            conn.sendall(struct.pack("!H", len(answer)) + answer)
+                        pending = []
+        except (OSError, ssl.SSLError):
+            return
