@@ -1,0 +1,131 @@
+"""Smoke test for the benchmark's pure helpers: parsing, zone and query generation.
+
+No servers are started and nothing is timed: timings belong in bench/run.py's output,
+never in pass/fail tests.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from bench import run
+
+DNSPERF_TCP = """\
+DNS Performance Testing Tool
+Version 2.10.0
+
+[Status] Command line: dnsperf -s 127.0.40.2 -p 5300 -d hits.txt -m tcp -l 2 -v
+[Status] Sending queries (to 127.0.40.2:5300)
+> NOERROR h0.bench.example A 0.000170
+> NOERROR h1.bench.example A 0.000117
+> SERVFAIL h2.bench.example A 0.000300
+[Timeout] Query timed out: msg id 7
+[Status] Testing complete (time limit)
+
+Statistics:
+
+  Queries sent:         4
+  Queries completed:    3 (75.00%)
+  Queries lost:         1 (25.00%)
+
+  Response codes:       NOERROR 2 (66.67%), SERVFAIL 1 (33.33%)
+  Average packet size:  request 36, response 52
+  Run time (s):         2.000089
+  Queries per second:   1.499933
+
+  Average Latency (s):  0.000196 (min 0.000117, max 0.000300)
+  Latency StdDev (s):   0.000075
+
+Connection Statistics:
+
+  Reconnections:        2
+
+  Average Latency (s):  0.009000 (min 0.000017, max 0.006327)
+  Latency StdDev (s):   0.001715
+"""
+
+
+def test_parse_dnsperf_takes_query_statistics_not_connection_statistics() -> None:
+    res = run.parse_dnsperf(DNSPERF_TCP)
+    assert (res.sent, res.completed, res.lost) == (4, 3, 1)
+    assert res.qps == 1.499933
+    assert res.run_time == 2.000089
+    assert res.avg_latency == 0.000196  # not the connection block's 0.009
+    assert res.stddev_latency == 0.000075
+    assert res.rcodes == {"NOERROR": 2, "SERVFAIL": 1}
+    assert res.latencies == [0.000170, 0.000117, 0.000300]
+    assert not res.end_of_file
+    assert res.percentile(50) == 0.000170
+
+
+def test_parse_dnsperf_notices_end_of_file() -> None:
+    text = "[Status] Testing complete (end of file)\n\nStatistics:\n\n  Queries sent: 5\n"
+    res = run.parse_dnsperf(text)
+    assert res.end_of_file
+    assert res.sent == 5
+
+
+def test_percentile_nearest_rank() -> None:
+    values = [float(x) for x in range(1, 101)]
+    assert run.percentile(values, 50) == 50.0
+    assert run.percentile(values, 95) == 95.0
+    assert run.percentile(values, 100) == 100.0
+    assert run.percentile([3.0], 1) == 3.0
+    assert run.percentile([], 50) is None
+
+
+def test_unbound_config_has_zone_wildcard_and_loopback_settings() -> None:
+    text = run.unbound_config(5353, "/tmp/x", names=20)
+    assert text.count("local-data:") == 21  # 20 names + the wildcard apex
+    assert 'local-zone: "u.bench.example." redirect' in text
+    assert 'local-zone: "bench.example." static' in text
+    assert "interface: 127.0.40.1@5353" in text
+    assert 'local-data: "h19.bench.example. 3600 IN A 10.0.0.19"' in text
+    for needed in ('username: ""', 'chroot: ""', "do-daemonize: no", "do-not-query-localhost: no"):
+        assert needed in text
+
+
+def test_query_lines_are_distinct_and_tagged() -> None:
+    hits = list(run.hit_query_lines(300))
+    assert len(set(hits)) == 300
+    assert hits[257] == "h257.bench.example A\n"
+    assert run.hit_address(257) == "10.0.1.1"
+    a = list(run.unique_query_lines("t001", 1000))
+    b = list(run.unique_query_lines("t002", 1000))
+    assert len(set(a) | set(b)) == 2000
+    assert all(line.endswith(".u.bench.example A\n") for line in a)
+
+
+def test_stub_config_uses_loopback_tunnel_and_udp_upstream() -> None:
+    text = run.stub_config(5301, 5300, "/tmp/state")
+    assert 'listen: ["127.0.40.3:5301"]' in text
+    assert 'interfaces: ["lo"]' in text
+    assert "udp://127.0.40.1:5300" in text
+    assert "level: warning" in text
+
+
+def test_probe_query_and_answer_check() -> None:
+    q = run.build_query("h0.bench.example", 0x1234)
+    assert q[:2] == b"\x12\x34"
+    assert q[12:] == b"\x02h0\x05bench\x07example\x00\x00\x01\x00\x01"
+    answer = bytes([0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]) + q[12:]
+    assert run.answer_ok(answer, 0x1234)
+    assert not run.answer_ok(answer, 0x1235)
+    refused = bytes([0x12, 0x34, 0x81, 0x85, 0, 1, 0, 0, 0, 0, 0, 0]) + q[12:]
+    assert not run.answer_ok(refused, 0x1234)
+    assert not run.answer_ok(q, 0x1234)  # a query is not an answer
+
+
+def test_median_ratio_and_targets() -> None:
+    assert run.median_ratio([2.0, 3.0, 4.0], [1.0, 1.0, 2.0]) == 2.0
+    assert run.median_ratio([1.0], [0.0]) is None
+    hit_qps = next(t for t in run.TARGETS if t.key == "hit_qps_udp")
+    assert hit_qps.check(1.0) == "PASS"
+    assert hit_qps.check(0.99) == "MISS"
+    assert hit_qps.check(None) == "n/a"
+    rss = next(t for t in run.TARGETS if t.key == "rss_100k")
+    assert rss.check(59.9) == "PASS"
+    assert rss.check(60.1) == "MISS"
