@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,23 +15,24 @@ import dns.rcode
 import pytest
 from tlsworld import (
     AUTH_NAME,
+    CALLER_ID,
+    LO,
     SCRIPT_TLS_ADDR,
+    ConnectCounter,
     Pki,
     ScriptedTlsServer,
     UnboundTls,
+    addresses,
     answer_a,
     make_pki,
+    query,
+    run,
     run_unbound_tls,
 )
 
-from stubresolver import netbind
 from stubresolver.config import UpstreamConfig
 from stubresolver.errors import UpstreamError
-from stubresolver.tunnel_state import TunnelState
 from stubresolver.upstream.tls import TlsUpstream
-
-LO = TunnelState(up=True, ifname="lo", ifindex=1, addresses=("127.0.0.1", "::1"), epoch=1)
-CALLER_ID = 0x4321
 
 
 def dot_cfg(
@@ -49,45 +50,6 @@ def dot_cfg(
         ca_file=str(ca) if ca else None,
         spki_pins=pins,
     )
-
-
-def query(name: str, rdtype: str = "A", *, edns: bool = False, msg_id: int = CALLER_ID) -> bytes:
-    q = dns.message.make_query(name, rdtype, use_edns=0 if edns else False)
-    q.id = msg_id
-    return q.to_wire()
-
-
-def addresses(raw: bytes) -> list[str]:
-    msg = dns.message.from_wire(raw)
-    return sorted(rd.to_text() for rrset in msg.answer for rd in rrset)
-
-
-def run(coro_fn: Callable[[], Awaitable[None]]) -> None:
-    """One event loop per test: the upstream's pooled connection lives in it."""
-
-    async def main() -> None:
-        await coro_fn()
-
-    asyncio.run(main())
-
-
-class ConnectCounter:
-    """Wraps netbind.tcp_connect: counts connections and checks each socket is bound to the
-    tunnel device before we get it (the sockets must come from netbind, nowhere else)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.count = 0
-        self._real = netbind.tcp_connect
-        monkeypatch.setattr(netbind, "tcp_connect", self)
-
-    async def __call__(
-        self, state: TunnelState, dest: tuple[str, int], timeout: float, *, upstream: str | None
-    ) -> socket.socket:
-        sock = await self._real(state, dest, timeout, upstream=upstream)
-        device = sock.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16)
-        assert device.rstrip(b"\0") == state.ifname.encode() if state.ifname else False
-        self.count += 1
-        return sock
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ of our own that answers pipelined queries in the order a test wants."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import ssl
@@ -11,13 +12,17 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dns.message
 import dns.rrset
+import pytest
+
+from stubresolver import netbind
+from stubresolver.tunnel_state import TunnelState
 
 # 127.0.30.0/24 belongs to the encrypted-upstream tests (contracts: unique loopback ranges).
 TLS_ADDR = "127.0.30.1"
@@ -326,3 +331,48 @@ class ScriptedTlsServer:
                         pending = []
         except (OSError, ssl.SSLError):
             return
+
+
+# --- client-side helpers shared by the DoT and DoH tests ---------------------------------
+
+LO = TunnelState(up=True, ifname="lo", ifindex=1, addresses=("127.0.0.1", "::1"), epoch=1)
+CALLER_ID = 0x4321
+
+
+def query(name: str, rdtype: str = "A", *, edns: bool = False, msg_id: int = CALLER_ID) -> bytes:
+    q = dns.message.make_query(name, rdtype, use_edns=0 if edns else False)
+    q.id = msg_id
+    return q.to_wire()
+
+
+def addresses(raw: bytes) -> list[str]:
+    msg = dns.message.from_wire(raw)
+    return sorted(rd.to_text() for rrset in msg.answer for rd in rrset)
+
+
+def run(coro_fn: Callable[[], Awaitable[None]]) -> None:
+    """One event loop per test: the upstream's pooled connection lives in it."""
+
+    async def main() -> None:
+        await coro_fn()
+
+    asyncio.run(main())
+
+
+class ConnectCounter:
+    """Wraps netbind.tcp_connect: counts connections and checks each socket is bound to the
+    tunnel device before we get it (the sockets must come from netbind, nowhere else)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        self._real = netbind.tcp_connect
+        monkeypatch.setattr(netbind, "tcp_connect", self)
+
+    async def __call__(
+        self, state: TunnelState, dest: tuple[str, int], timeout: float, *, upstream: str | None
+    ) -> socket.socket:
+        sock = await self._real(state, dest, timeout, upstream=upstream)
+        device = sock.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16)
+        assert device.rstrip(b"\0") == (state.ifname or "").encode()
+        self.count += 1
+        return sock
