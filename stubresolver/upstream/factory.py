@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING
 
 from stubresolver.errors import ConfigError
 from stubresolver.upstream.base import Upstream
+from stubresolver.upstream.https import HttpsUpstream
 from stubresolver.upstream.plain import TcpUpstream, UdpUpstream
+from stubresolver.upstream.tls import TlsUpstream
 
 if TYPE_CHECKING:
     from stubresolver.config import UpstreamConfig
@@ -19,9 +21,9 @@ def make_upstream(cfg: UpstreamConfig) -> Upstream:
             return UdpUpstream(cfg)
         case "tcp":
             return TcpUpstream(cfg)
-        case "tls":  # DoT (upstream/tls.py) plugs in here
-            raise ConfigError("upstreams", "scheme tls not supported yet")
-        case "https":  # DoH (upstream/https.py) plugs in here
-            raise ConfigError("upstreams", "scheme https not supported yet")
+        case "tls":  # DoT, RFC 7858 strict (upstream/tls.py)
+            return TlsUpstream(cfg)
+        case "https":  # DoH, RFC 8484 over HTTP/2 (upstream/https.py)
+            return HttpsUpstream(cfg)
         case _:
             raise ConfigError("upstreams", f"unknown scheme {cfg.scheme!r} in {cfg.url!r}")

@@ -29,6 +29,7 @@ from tlsworld import (
 
 from stubresolver.config import UpstreamConfig
 from stubresolver.errors import UpstreamError
+from stubresolver.upstream.factory import make_upstream
 from stubresolver.upstream.https import HttpsUpstream
 
 
@@ -194,3 +195,14 @@ def test_server_restart_is_recovered(own_unbound: UnboundTls, pki: Pki) -> None:
 
     run(go)
     assert up.stats.handshakes == 2
+
+
+def test_factory_builds_doh(unbound: UnboundTls, pki: Pki) -> None:
+    up = make_upstream(doh_cfg(unbound.addr, unbound.doh_port, pki.ca))
+    assert isinstance(up, HttpsUpstream)
+
+    async def go() -> None:
+        assert addresses(await up.exchange(query("b.example."), LO)) == ["192.0.2.2"]
+        await up.close()
+
+    run(go)

@@ -32,6 +32,7 @@ from tlsworld import (
 
 from stubresolver.config import UpstreamConfig
 from stubresolver.errors import UpstreamError
+from stubresolver.upstream.factory import make_upstream
 from stubresolver.upstream.tls import TlsUpstream
 
 
@@ -407,6 +408,17 @@ def test_server_down_backs_off_then_recovers(own_unbound: UnboundTls, pki: Pki) 
         await asyncio.sleep(0.35)
         assert addresses(await up.exchange(query("a.example."), LO)) == ["192.0.2.1"]
         assert up.stats.healthy
+        await up.close()
+
+    run(go)
+
+
+def test_factory_builds_dot(unbound: UnboundTls, pki: Pki) -> None:
+    up = make_upstream(dot_cfg(unbound.addr, unbound.dot_port, pki.ca))
+    assert isinstance(up, TlsUpstream)
+
+    async def go() -> None:
+        assert addresses(await up.exchange(query("a.example."), LO)) == ["192.0.2.1"]
         await up.close()
 
     run(go)
