@@ -175,6 +175,9 @@ class DohConnection(PooledConnection):
             return
         for event in events:
             self._handle(event)
+        if self._goaway and not self._streams:
+            # GOAWAY and nothing left in flight: close now rather than wait for the server.
+            self.fail(UpstreamError("connect", self.label, "connection closed after GOAWAY"))
 
     def _handle(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.ResponseReceived):

@@ -600,6 +600,9 @@ class PooledTlsUpstream(abc.ABC):
             raise timeout_error(self.url, self.timeout, "connection") from None
         try:
             conn = self._conn
+            if conn is not None and conn.epoch > state.epoch:
+                # A query from before the tunnel changed: it must not cross the epoch.
+                raise UpstreamError("epoch", self.url, f"tunnel changed (epoch {state.epoch})")
             if conn is not None and conn.epoch != state.epoch:
                 self._drop(
                     UpstreamError(

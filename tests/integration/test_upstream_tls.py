@@ -346,6 +346,24 @@ def test_epoch_change_rebuilds_the_pool(
     assert up.stats.resumed == 1
 
 
+def test_query_from_an_older_epoch_does_not_cross_it(
+    unbound: UnboundTls, pki: Pki, connects: ConnectCounter
+) -> None:
+    up = TlsUpstream(dot_cfg(unbound.addr, unbound.dot_port, pki.ca))
+
+    async def go() -> None:
+        await up.exchange(query("a.example."), replace(LO, epoch=5))
+        conn = up.connection
+        with pytest.raises(UpstreamError) as info:
+            await up.exchange(query("a.example."), replace(LO, epoch=4))
+        assert info.value.kind == "epoch"
+        assert up.connection is conn and conn is not None and conn.usable()
+        await up.close()
+
+    run(go)
+    assert connects.count == 1
+
+
 def test_tunnel_down_sends_nothing(unbound: UnboundTls, pki: Pki, connects: ConnectCounter) -> None:
     up = TlsUpstream(dot_cfg(unbound.addr, unbound.dot_port, pki.ca))
 
