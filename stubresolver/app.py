@@ -14,7 +14,9 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from stubresolver.cache import Cache
 from stubresolver.config import Config, load_config
@@ -160,12 +162,13 @@ class Service:
 
 def serve(config: Config, config_path: Path | None) -> None:
     """Run until SIGTERM/SIGINT. uvloop is used when installed (optional extra)."""
+    runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run
     try:
         import uvloop  # noqa: PLC0415 - optional speed-up, never required
 
         runner = uvloop.run
     except ImportError:
-        runner = asyncio.run
+        pass
 
     async def main() -> None:
         await Service(config, config_path).run()

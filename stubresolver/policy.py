@@ -103,9 +103,8 @@ class LocalPolicy:
             return self._localhost(query, data)
         if name == _CANARY or any(_is_name_or_below(name, s) for s in _NXDOMAIN_SUFFIXES):
             return wire.build_response(query, data, wire.NXDOMAIN, aa=True)
-        if name.endswith(_IN_ADDR) or name.endswith(_IP6):
-            if self._reverse_is_private(name):
-                return wire.build_response(query, data, wire.NXDOMAIN, aa=True)
+        if (name.endswith((_IN_ADDR, _IP6))) and self._reverse_is_private(name):
+            return wire.build_response(query, data, wire.NXDOMAIN, aa=True)
         return None
 
     def _reverse_is_private(self, name: bytes) -> bool:
@@ -115,8 +114,7 @@ class LocalPolicy:
         for private in PRIVATE_RANGES:
             if net.version == private.version and net.subnet_of(private):  # type: ignore[arg-type]
                 return not any(
-                    net.version == vpn.version and net.overlaps(vpn)  # type: ignore[arg-type]
-                    for vpn in self._via_vpn
+                    net.version == vpn.version and net.overlaps(vpn) for vpn in self._via_vpn
                 )
         return False
 
@@ -126,5 +124,7 @@ class LocalPolicy:
         if query.qclass == wire.CLASS_IN and query.qtype in (wire.TYPE_A, wire.TYPE_AAAA):
             rdata = _LOOPBACK_V4 if query.qtype == wire.TYPE_A else _LOOPBACK_V6
             answer = wire.rr(wire.QUESTION_POINTER, query.qtype, LOCAL_TTL, rdata)
-            return wire.build_response(query, data, wire.NOERROR, answers=answer, ancount=1, aa=True)
+            return wire.build_response(
+                query, data, wire.NOERROR, answers=answer, ancount=1, aa=True
+            )
         return wire.build_response(query, data, wire.NOERROR, aa=True)

@@ -18,6 +18,7 @@ import errno
 import logging
 import socket
 from collections.abc import Callable
+from typing import cast
 
 from stubresolver import wire
 from stubresolver.config import ListenAddress, ServerConfig
@@ -29,6 +30,7 @@ log = logging.getLogger("stubresolver.server")
 # starve TCP clients and timers.
 _UDP_BATCH = 64
 _MAX_UDP = 65535
+_UDP_RCVBUF = 4 * 1024 * 1024
 
 
 class ListenError(Exception):
@@ -42,6 +44,8 @@ def _bind_socket(addr: ListenAddress, kind: socket.SocketKind) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if kind == socket.SOCK_DGRAM:
+            _grow_receive_buffer(sock)
         sock.bind((addr.host, addr.port))
         sock.setblocking(False)
     except OSError as exc:
@@ -49,6 +53,19 @@ def _bind_socket(addr: ListenAddress, kind: socket.SocketKind) -> socket.socket:
         proto = "udp" if kind == socket.SOCK_DGRAM else "tcp"
         raise ListenError(f"cannot listen on {addr} ({proto}): {exc.strerror or exc}") from None
     return sock
+
+
+def _grow_receive_buffer(sock: socket.socket) -> None:
+    """A burst of queries arrives faster than one loop pass drains; the default ~200 KiB
+    queue holds only ~160 small datagrams on Linux (truesize), so later ones are dropped."""
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    try:
+        if force is None:
+            raise PermissionError
+        sock.setsockopt(socket.SOL_SOCKET, force, _UDP_RCVBUF)  # root: past rmem_max
+    except OSError:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_RCVBUF)
 
 
 class UdpListener:
@@ -122,8 +139,8 @@ class _TcpConnection(asyncio.Protocol):
         self._tasks: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement the interface without subclassing it.
+        self._transport = transport = cast(asyncio.Transport, transport)
         if len(self._server.connections) >= self._server.config.tcp_max_connections:
             # RFC 7766 6.2.2: a server may close connections to protect itself.
             transport.abort()

@@ -98,8 +98,12 @@ class Query:
         return self.qname.translate(_LOWER)
 
     def cache_key(self) -> bytes:
-        """Lower-cased question plus the DO and CD bits: answers differ on those."""
-        bits = (1 if self.do else 0) | (2 if self.cd else 0)
+        """Lower-cased question plus the DO and CD bits and EDNS presence.
+
+        Answers differ on DO and CD; and a client that sent EDNS must get an OPT record back
+        (RFC 6891 7) while one that did not must not, so the two never share an entry.
+        """
+        bits = (1 if self.do else 0) | (2 if self.cd else 0) | (4 if self.has_edns else 0)
         return self.qname.translate(_LOWER) + _HHI.pack(self.qtype, self.qclass, bits)
 
     def question_key(self) -> bytes:
@@ -310,27 +314,32 @@ def build_response(
     return header + data[HEADER_LEN : query.question_end] + answers + authority + additional
 
 
-def build_header_only(data: bytes, rcode: int) -> bytes:
-    """FORMERR/NOTIMP for a packet whose question cannot be read: header, no sections.
-
-    RFC 1035 4.1.1 lets a server answer FORMERR with just the header; the ID and RD bit are
-    echoed so the client can match it.
-    """
-    msg_id, flags = _HH.unpack_from(data)
-    out_flags = _FLAG_QR | _FLAG_RA | (flags & (_OPCODE_MASK | _FLAG_RD)) | (rcode & 0x0F)
-    return _HEADER.pack(msg_id, out_flags, 0, 0, 0, 0)
+def _readable_question(data: bytes) -> bytes:
+    """The single question of a rejected packet when it can be read, else empty."""
+    if _H.unpack_from(data, 4)[0] != 1:
+        return b""
+    try:
+        qend = _read_name_uncompressed(data, HEADER_LEN)
+    except WireError:
+        return b""
+    return data[HEADER_LEN : qend + 4] if qend + 4 <= len(data) else b""
 
 
 def error_response(data: bytes, error: WireError) -> bytes | None:
-    """The answer to a query ``parse_query`` rejected, or None when it must be dropped."""
+    """The answer to a query ``parse_query`` rejected, or None when it must be dropped.
+
+    The ID, opcode and RD bit are echoed (RFC 1035 4.1.1), and the question when it can be
+    read so the client can match the answer; otherwise just the header. BADVERS needs an
+    OPT record to carry the upper RCODE bits (RFC 6891 6.1.3).
+    """
     if error.rcode is None or len(data) < HEADER_LEN:
         return None
-    if error.rcode == BADVERS:
-        # RFC 6891 6.1.3: BADVERS needs an OPT record to carry the upper RCODE bits.
-        msg_id, flags = _HH.unpack_from(data)
-        out_flags = _FLAG_QR | _FLAG_RA | (flags & _FLAG_RD)
-        return _HEADER.pack(msg_id, out_flags, 0, 0, 0, 1) + _opt_rr(OUR_UDP_PAYLOAD, False, b"", 1)
-    return build_header_only(data, error.rcode)
+    msg_id, flags = _HH.unpack_from(data)
+    question = _readable_question(data)
+    out_flags = _FLAG_QR | _FLAG_RA | (flags & (_OPCODE_MASK | _FLAG_RD)) | (error.rcode & 0x0F)
+    opt = _opt_rr(OUR_UDP_PAYLOAD, False, b"", error.rcode >> 4) if error.rcode > 15 else b""
+    header = _HEADER.pack(msg_id, out_flags, 1 if question else 0, 0, 0, 1 if opt else 0)
+    return header + question + opt
 
 
 def rr(owner: bytes, rtype: int, ttl: int, rdata: bytes, rclass: int = CLASS_IN) -> bytes:
