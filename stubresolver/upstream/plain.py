@@ -1,10 +1,10 @@
 """Plain DNS upstreams inside the tunnel: ``udp://IP[:port]`` and ``tcp://IP[:port]``.
 
-UDP (RFC 1035 4.2.1): a fresh random 16-bit ID per attempt and a connected socket with a
-kernel-chosen random source port (RFC 5452 section 9.2); a datagram is accepted only when
-it is a response whose ID and question match (RFC 5452 section 4.1), anything else is
-ignored until the deadline. A truncated answer (TC=1) is retried over TCP to the same
-address and port (RFC 1035 4.2.1, RFC 7766 section 5).
+UDP (RFC 1035 4.2.1): a fresh random 16-bit ID per query, sent on a random socket from a
+small pool of connected sockets with kernel-chosen random source ports (RFC 5452 9.2); a
+datagram is accepted only when it is a response whose ID and question match a query waiting
+on that socket (RFC 5452 4.1), anything else is ignored until the deadline. A truncated
+answer (TC=1) is retried over TCP to the same address and port (RFC 1035 4.2.1, RFC 7766 section 5).
 
 TCP (RFC 1035 4.2.2, RFC 7766): two-byte length framing. For now one fresh connection per
 query (no pooling or pipelining yet); correctness first.
@@ -15,6 +15,7 @@ Deadline: ``cfg.timeout`` covers the whole exchange, including a TCP retry after
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import socket
@@ -98,74 +99,173 @@ async def tcp_exchange(
         sock.close()
 
 
-class UdpSockets:
-    """Where one upstream's UDP sockets come from.
+# Sockets per upstream. Each is a connected socket on its own kernel-chosen random port; a
+# query goes out on a random one with a random ID, so an off-path spoofer must guess both
+# (RFC 5452 9.2), while reusing sockets saves the ~4x cost of a socket per query.
+POOL_SIZE = 16
+# After this many queries a socket is replaced, so its source port does not stay guessable.
+MAX_USES = 500
 
-    Today every exchange gets a fresh connected socket (a fresh random source port) and
-    gives it back closed. A pool plugs in here: `acquire` may reuse a socket made under the
-    same ``state.epoch``; `release` with ``reusable=False`` (timeout, ENODEV, ENETUNREACH,
-    EADDRNOTAVAIL, cancellation) must drop it.
+
+class _PooledSocket:
+    __slots__ = ("pending", "sock", "uses")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.uses = 0
+        # wire ID -> (question key, future for the answer)
+        self.pending: dict[int, tuple[bytes, asyncio.Future[bytes]]] = {}
+
+
+class UdpPool:
+    """One upstream's UDP sockets, made under one tunnel epoch and read with add_reader.
+
+    Answers are matched to queries by (socket, ID, question); anything else is ignored, as
+    a spoofing attempt or a late answer to a query that already timed out. Every socket is
+    dropped when the epoch changes and after an error that says the path is gone (ENODEV,
+    ENETUNREACH, EADDRNOTAVAIL: DESIGN.md kernel table).
     """
 
-    def __init__(self, dest: tuple[str, int], label: str) -> None:
+    def __init__(self, dest: tuple[str, int], label: str, size: int = POOL_SIZE) -> None:
         self.dest = dest
         self.label = label
+        self.size = size
+        self._socks: list[_PooledSocket] = []
+        self._epoch: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._buf = bytearray(_MAX_MESSAGE)
+        self._view = memoryview(self._buf)
 
-    def acquire(self, state: TunnelState) -> socket.socket:
-        return netbind.udp_socket(state, self.dest, upstream=self.label)
+    @property
+    def open_sockets(self) -> int:
+        return len(self._socks)
 
-    def release(self, sock: socket.socket, *, reusable: bool) -> None:
-        del reusable  # no pool yet: every socket is closed after its exchange
-        sock.close()
+    def _pick(self, state: TunnelState) -> _PooledSocket:
+        loop = asyncio.get_running_loop()
+        if state.epoch != self._epoch or loop is not self._loop:
+            self.close()
+            self._epoch = state.epoch
+            self._loop = loop
+        if len(self._socks) < self.size:
+            return self._open(state)
+        pooled = self._socks[_rng.randrange(len(self._socks))]
+        if pooled.uses >= MAX_USES and not pooled.pending:
+            self._drop(pooled, None)
+            return self._open(state)
+        return pooled
+
+    def _open(self, state: TunnelState) -> _PooledSocket:
+        sock = netbind.udp_socket(state, self.dest, upstream=self.label)
+        pooled = _PooledSocket(sock)
+        try:
+            asyncio.get_running_loop().add_reader(sock.fileno(), self._readable, pooled)
+        except BaseException:
+            sock.close()
+            raise
+        self._socks.append(pooled)
+        return pooled
+
+    def _readable(self, pooled: _PooledSocket) -> None:
+        sock = pooled.sock
+        while True:
+            try:
+                size = sock.recv_into(self._buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # ECONNREFUSED (ICMP port unreachable), ENETUNREACH, ENODEV, ...: the path
+                # to this upstream is broken for every query on this socket.
+                error = UpstreamError("connect", self.label, f"udp: {netbind.errno_name(exc)}")
+                self._drop(pooled, error)
+                return
+            if size < wire.HEADER_LEN:
+                continue
+            msg = bytes(self._view[:size])
+            entry = pooled.pending.get(wire.get_id(msg))
+            if entry is None or not _is_answer(msg, wire.get_id(msg), entry[0]):
+                log.debug("%s: ignoring a datagram that does not match a query", self.label)
+                continue
+            future = entry[1]
+            if not future.done():
+                future.set_result(msg)
+
+    def _drop(self, pooled: _PooledSocket, error: UpstreamError | None) -> None:
+        if pooled in self._socks:
+            self._socks.remove(pooled)
+        # No running loop (closing at exit) or already closed: nothing to unregister.
+        with contextlib.suppress(RuntimeError, ValueError, OSError):
+            asyncio.get_running_loop().remove_reader(pooled.sock.fileno())
+        pooled.sock.close()
+        for _, future in pooled.pending.values():
+            if not future.done():
+                future.set_exception(
+                    error or UpstreamError("epoch", self.label, "socket closed (tunnel changed)")
+                )
+        pooled.pending.clear()
+
+    async def exchange(
+        self, query: bytes, key: bytes, state: TunnelState, deadline: float
+    ) -> bytes:
+        """Send ``query`` (any ID) on a pooled socket; the answer comes back with our wire ID."""
+        loop = asyncio.get_running_loop()
+        pooled = self._pick(state)
+        msg_id = _random_id()
+        while msg_id in pooled.pending:
+            msg_id = _random_id()
+        future: asyncio.Future[bytes] = loop.create_future()
+        pooled.pending[msg_id] = (key, future)
+        pooled.uses += 1
+        expiry = loop.call_at(deadline, _expire, future, self.label, deadline - loop.time())
+        try:
+            try:
+                pooled.sock.send(wire.with_id(query, msg_id))
+            except (BlockingIOError, InterruptedError):
+                await loop.sock_sendall(pooled.sock, wire.with_id(query, msg_id))
+            except OSError as exc:
+                error = UpstreamError("connect", self.label, f"udp: {netbind.errno_name(exc)}")
+                self._drop(pooled, error)
+                raise error from exc
+            return await future
+        finally:
+            expiry.cancel()
+            if pooled.pending.get(msg_id, (b"", None))[1] is future:
+                del pooled.pending[msg_id]
 
     def close(self) -> None:
-        """Drop every pooled socket (none yet)."""
+        """Drop every socket; queries waiting on them fail with kind ``epoch``."""
+        for pooled in list(self._socks):
+            self._drop(pooled, None)
+
+
+def _expire(future: asyncio.Future[bytes], label: str, timeout: float) -> None:
+    if not future.done():
+        future.set_exception(_timeout(label, timeout))
 
 
 class UdpUpstream:
-    """``udp://IP[:port]``: UDP with TCP fallback on truncation."""
+    """``udp://IP[:port]``: pooled UDP with TCP fallback on truncation."""
 
     def __init__(self, cfg: UpstreamConfig) -> None:
         self.url = cfg.url
         self.dest = (cfg.host, cfg.port)
         self.timeout = cfg.timeout
-        self._sockets = UdpSockets(self.dest, self.url)
+        self.pool = UdpPool(self.dest, self.url)
 
     async def exchange(self, query: bytes, state: TunnelState) -> bytes:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         orig_id, key = _query_facts(query, self.url)
-        msg_id = _random_id()
-        out = wire.with_id(query, msg_id)
-        sock = self._sockets.acquire(state)
-        reusable = False
-        try:
-            async with asyncio.timeout_at(deadline):
-                await loop.sock_sendall(sock, out)
-                while True:
-                    answer = await loop.sock_recv(sock, _MAX_MESSAGE)
-                    if _is_answer(answer, msg_id, key):
-                        break
-                    # Wrong ID, wrong question or not a response: maybe spoofed; keep
-                    # listening until the deadline (RFC 5452 section 9.1).
-                    log.debug("%s: ignoring a datagram that does not match the query", self.url)
-            reusable = True
-        except TimeoutError as exc:  # before OSError: TimeoutError is an OSError subclass
-            raise _timeout(self.url, self.timeout) from exc
-        except OSError as exc:
-            # ECONNREFUSED (ICMP port unreachable on a connected socket), ENETUNREACH, ...
-            raise UpstreamError("connect", self.url, f"udp: {netbind.errno_name(exc)}") from exc
-        finally:
-            self._sockets.release(sock, reusable=reusable)
+        answer = await self.pool.exchange(query, key, state, deadline)
         if wire.is_truncated(answer):
             # RFC 7766 section 5: a truncated UDP answer is retried over TCP, same server.
+            out = wire.with_id(query, _random_id())
             answer = await tcp_exchange(
                 state, self.dest, out, key, deadline=deadline, label=self.url
             )
         return wire.with_id(answer, orig_id)
 
     async def close(self) -> None:
-        self._sockets.close()
+        self.pool.close()
 
 
 class TcpUpstream:

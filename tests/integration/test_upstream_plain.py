@@ -27,8 +27,9 @@ from stubresolver import netbind
 from stubresolver.config import UpstreamConfig
 from stubresolver.errors import ConfigError, UpstreamError
 from stubresolver.tunnel_state import TunnelState
+from stubresolver.upstream.base import Upstream
 from stubresolver.upstream.factory import make_upstream
-from stubresolver.upstream.plain import TcpUpstream, UdpUpstream
+from stubresolver.upstream.plain import POOL_SIZE, TcpUpstream, UdpUpstream
 
 LO = TunnelState(up=True, ifname="lo", ifindex=1, addresses=("127.0.0.1", "::1"), epoch=1)
 LO_DOWN = TunnelState(up=False, ifname="lo", ifindex=1, addresses=("127.0.0.1", "::1"), epoch=2)
@@ -37,6 +38,18 @@ NO_SUCH_DEVICE = TunnelState(
     up=True, ifname="nosuchdev0", ifindex=999, addresses=("127.0.0.1",), epoch=4
 )
 CALLER_ID = 0x1234
+
+
+def run_exchange(up: Upstream, raw: bytes, state: TunnelState) -> bytes:
+    """One exchange in its own loop, closing the upstream's pooled sockets afterwards."""
+
+    async def body() -> bytes:
+        try:
+            return await up.exchange(raw, state)
+        finally:
+            await up.close()
+
+    return asyncio.run(body())
 
 
 def cfg(scheme: str, host: str, port: int, timeout: float = 1.5) -> UpstreamConfig:
@@ -82,7 +95,7 @@ def unbound(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Unbound]:
 
 def test_udp_answer(unbound: Unbound) -> None:
     up = UdpUpstream(cfg("udp", unbound.addr, unbound.port))
-    raw = asyncio.run(up.exchange(query("a.example."), LO))
+    raw = run_exchange(up, query("a.example."), LO)
     msg = dns.message.from_wire(raw)
     assert msg.id == CALLER_ID
     assert msg.rcode() == dns.rcode.NOERROR
@@ -92,7 +105,7 @@ def test_udp_answer(unbound: Unbound) -> None:
 
 def test_tcp_answer(unbound: Unbound) -> None:
     up = TcpUpstream(cfg("tcp", unbound.addr, unbound.port))
-    raw = asyncio.run(up.exchange(query("b.example."), LO))
+    raw = run_exchange(up, query("b.example."), LO)
     msg = dns.message.from_wire(raw)
     assert msg.id == CALLER_ID
     assert texts(msg) == ["192.0.2.2"]
@@ -101,7 +114,7 @@ def test_tcp_answer(unbound: Unbound) -> None:
 def test_udp_uppercase_question_matches(unbound: Unbound) -> None:
     # Servers may echo the question in another case (0x20); matching is case-insensitive.
     up = UdpUpstream(cfg("udp", unbound.addr, unbound.port))
-    msg = dns.message.from_wire(asyncio.run(up.exchange(query("A.ExAmPlE."), LO)))
+    msg = dns.message.from_wire(run_exchange(up, query("A.ExAmPlE."), LO))
     assert texts(msg) == ["192.0.2.1"]
 
 
@@ -112,7 +125,7 @@ def test_truncated_udp_falls_back_to_tcp(unbound: Unbound) -> None:
     assert direct.flags & dns.flags.TC
 
     up = UdpUpstream(cfg("udp", unbound.addr, unbound.port))
-    raw = asyncio.run(up.exchange(q, LO))
+    raw = run_exchange(up, q, LO)
     msg = dns.message.from_wire(raw)
     assert msg.id == CALLER_ID
     assert not msg.flags & dns.flags.TC
@@ -124,7 +137,7 @@ def test_factory_builds_plain_upstreams(unbound: Unbound) -> None:
     for scheme, kind in (("udp", UdpUpstream), ("tcp", TcpUpstream)):
         up = make_upstream(cfg(scheme, unbound.addr, unbound.port))
         assert isinstance(up, kind)
-        msg = dns.message.from_wire(asyncio.run(up.exchange(query("a.example."), LO)))
+        msg = dns.message.from_wire(run_exchange(up, query("a.example."), LO))
         assert texts(msg) == ["192.0.2.1"]
         asyncio.run(up.close())
 
@@ -152,7 +165,7 @@ def test_only_the_matching_answer_is_accepted() -> None:
 
     with ScriptedUdpServer(script=spoof) as server:
         up = UdpUpstream(cfg("udp", server.addr, server.port))
-        msg = dns.message.from_wire(asyncio.run(up.exchange(query("a.example."), LO)))
+        msg = dns.message.from_wire(run_exchange(up, query("a.example."), LO))
     assert msg.id == CALLER_ID
     assert texts(msg) == ["192.0.2.77"]
 
@@ -166,7 +179,7 @@ def test_spoofed_answers_only_end_in_timeout() -> None:
     with ScriptedUdpServer(script=spoof) as server:
         up = UdpUpstream(cfg("udp", server.addr, server.port, timeout=0.4))
         with pytest.raises(UpstreamError) as info:
-            asyncio.run(up.exchange(query("a.example."), LO))
+            run_exchange(up, query("a.example."), LO)
     assert info.value.kind == "timeout"
 
 
@@ -180,7 +193,7 @@ def test_wire_id_is_random_and_source_is_tunnel_address() -> None:
     with ScriptedUdpServer(script=echo) as server:
         up = UdpUpstream(cfg("udp", server.addr, server.port))
         for _ in range(8):
-            asyncio.run(up.exchange(query("a.example."), LO))
+            run_exchange(up, query("a.example."), LO)
         wire_ids = {dns.message.from_wire(d).id for d in server.received}
     assert len(server.received) == 8
     assert wire_ids != {CALLER_ID}
@@ -194,7 +207,7 @@ def test_udp_timeout_when_server_is_silent() -> None:
         up = UdpUpstream(cfg("udp", server.addr, server.port, timeout=0.3))
         start = time.monotonic()
         with pytest.raises(UpstreamError) as info:
-            asyncio.run(up.exchange(query("a.example."), LO))
+            run_exchange(up, query("a.example."), LO)
         elapsed = time.monotonic() - start
     assert info.value.kind == "timeout"
     assert 0.25 <= elapsed < 0.8
@@ -208,7 +221,7 @@ def test_tcp_timeout_when_server_never_answers() -> None:
         up = TcpUpstream(cfg("tcp", SCRIPT_ADDR, listener.getsockname()[1], timeout=0.3))
         start = time.monotonic()
         with pytest.raises(UpstreamError) as info:
-            asyncio.run(up.exchange(query("a.example."), LO))
+            run_exchange(up, query("a.example."), LO)
         elapsed = time.monotonic() - start
     assert info.value.kind == "timeout"
     assert 0.25 <= elapsed < 0.8
@@ -219,7 +232,7 @@ def test_udp_port_unreachable_is_a_connect_error() -> None:
     up = UdpUpstream(cfg("udp", SCRIPT_ADDR, port, timeout=1.0))
     start = time.monotonic()
     with pytest.raises(UpstreamError) as info:
-        asyncio.run(up.exchange(query("a.example."), LO))
+        run_exchange(up, query("a.example."), LO)
     assert info.value.kind == "connect"
     assert "ECONNREFUSED" in info.value.message
     assert time.monotonic() - start < 0.5  # ICMP unreachable, not the deadline
@@ -228,7 +241,7 @@ def test_udp_port_unreachable_is_a_connect_error() -> None:
 def test_tcp_refused_is_a_connect_error() -> None:
     up = TcpUpstream(cfg("tcp", SCRIPT_ADDR, free_port(SCRIPT_ADDR)))
     with pytest.raises(UpstreamError) as info:
-        asyncio.run(up.exchange(query("a.example."), LO))
+        run_exchange(up, query("a.example."), LO)
     assert info.value.kind == "connect"
     assert "ECONNREFUSED" in info.value.message
 
@@ -251,7 +264,7 @@ def test_down_or_no_address_sends_nothing(state: TunnelState, scheme: str) -> No
         tcp.listen(4)
         up = make_upstream(cfg(scheme, SCRIPT_ADDR, port))
         with pytest.raises(UpstreamError) as info:
-            asyncio.run(up.exchange(query("a.example."), state))
+            run_exchange(up, query("a.example."), state)
         assert info.value.kind == "tunnel"
         udp.settimeout(0.2)
         with pytest.raises(TimeoutError):
@@ -264,7 +277,9 @@ def test_down_or_no_address_sends_nothing(state: TunnelState, scheme: str) -> No
 # --- cancellation closes what it opened ------------------------------------------------
 
 
-def test_udp_cancellation_closes_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_udp_cancellation_leaves_no_waiter_and_close_closes_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     made: list[socket.socket] = []
     real = netbind.udp_socket
 
@@ -284,6 +299,12 @@ def test_udp_cancellation_closes_socket(monkeypatch: pytest.MonkeyPatch) -> None
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        # The pooled socket stays for the next query, with nothing left waiting on it...
+        assert len(made) == 1
+        assert made[0].fileno() != -1
+        assert not any(p.pending for p in up.pool._socks)
+        # ...and closing the upstream (as every tunnel epoch does) closes it.
+        await up.close()
 
     with ScriptedUdpServer() as server:
         asyncio.run(body(server.port))
@@ -409,3 +430,66 @@ def test_netbind_refuses_down_or_missing_family(state: TunnelState) -> None:
     with pytest.raises(UpstreamError) as info:
         asyncio.run(netbind.tcp_connect(state, (SCRIPT_ADDR, 53), 1.0))
     assert info.value.kind == "tunnel"
+
+
+# --- the UDP socket pool (issue 4) ----------------------------------------------------------
+
+
+def test_pool_spreads_queries_over_random_ports_and_replaces_sockets_on_epoch() -> None:
+    peers: list[tuple[str, int]] = []
+
+    def echo(server: ScriptedUdpServer, data: bytes, peer: tuple[str, int]) -> None:
+        peers.append(peer)
+        server.sock.sendto(answer_to(data, "192.0.2.9"), peer)
+
+    next_epoch = TunnelState(up=True, ifname="lo", ifindex=1, addresses=LO.addresses, epoch=9)
+
+    async def body(port: int) -> tuple[set[int], set[int]]:
+        up = UdpUpstream(cfg("udp", SCRIPT_ADDR, port))
+        try:
+            for _ in range(64):
+                await up.exchange(query("a.example."), LO)
+            first = {p for _, p in peers}
+            assert up.pool.open_sockets <= POOL_SIZE
+            old = [p.sock for p in up.pool._socks]
+            peers.clear()
+            for _ in range(16):
+                await up.exchange(query("a.example."), next_epoch)
+            # Every socket of the old epoch is closed; the new ones are new ports.
+            assert all(sock.fileno() == -1 for sock in old)
+            return first, {p for _, p in peers}
+        finally:
+            await up.close()
+
+    with ScriptedUdpServer(script=echo) as server:
+        first, second = asyncio.run(body(server.port))
+    assert len(first) >= 4  # 64 queries over a pool of random ports
+    assert not first & second
+
+
+def test_pool_ignores_a_late_answer_to_an_earlier_query() -> None:
+    held: list[tuple[bytes, tuple[str, int]]] = []
+
+    def late(server: ScriptedUdpServer, data: bytes, peer: tuple[str, int]) -> None:
+        # Answer the previous query now (late), then this one.
+        for old_data, old_peer in held:
+            server.sock.sendto(answer_to(old_data, "6.6.6.6"), old_peer)
+        held.clear()
+        if dns.message.from_wire(data).question[0].name.to_text() == "slow.example.":
+            held.append((data, peer))
+            return
+        server.sock.sendto(answer_to(data, "192.0.2.9"), peer)
+
+    async def body(port: int) -> list[str]:
+        up = UdpUpstream(cfg("udp", SCRIPT_ADDR, port, timeout=0.3))
+        up.pool.size = 1  # force both queries onto one socket
+        try:
+            with pytest.raises(UpstreamError):
+                await up.exchange(query("slow.example."), LO)
+            raw = await up.exchange(query("a.example."), LO)
+            return texts(dns.message.from_wire(raw))
+        finally:
+            await up.close()
+
+    with ScriptedUdpServer(script=late) as server:
+        assert asyncio.run(body(server.port)) == ["192.0.2.9"]
