@@ -80,18 +80,16 @@ class UpstreamHealth:
         self.retry_at = now + _UNHEALTHY_FOR
 
 
-class _TunnelChanged(Exception):
-    """The tunnel epoch moved while a forward was in flight."""
+Reply = Callable[[bytes], None]
 
 
 @dataclass(slots=True)
 class _Flight:
     """One forward in flight, shared by every identical query (single-flight)."""
 
-    future: asyncio.Future[bytes]
     epoch: int
     task: asyncio.Task[bytes] | None = None
-    waiters: int = 1
+    waiters: list[tuple[wire.Query, bytes, Reply]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -172,40 +170,37 @@ class Resolver:
 
     async def forward(self, query: wire.Query, data: bytes) -> bytes:
         """Forward through the tunnel; always returns a response for the client."""
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        def reply(response: bytes) -> None:
+            if not future.done():  # the caller may have been cancelled meanwhile
+                future.set_result(response)
+
+        self.forward_cb(query, data, reply)
+        return await future
+
+    def forward_cb(self, query: wire.Query, data: bytes, reply: Reply) -> None:
+        """Forward through the tunnel and call ``reply(response)`` exactly once.
+
+        The UDP listener uses this form so a forwarded query costs no task of its own: one
+        task per distinct question fetches (single-flight), and every waiting client gets
+        its own ID and question case restored when it lands.
+        """
         state = self._state()
         if not state.up:
-            return self._refused(query, data, state)
+            reply(self._refused(query, data, state))
+            return
         key = query.cache_key()
         flight = self._flights.get(key)
         if flight is None or flight.epoch != state.epoch:
             # Privacy: the client's subnet never leaves the machine (RFC 7871 7.1.2).
             outgoing = wire.strip_ecs(data, query) if query.has_ecs else data
-            future = asyncio.get_running_loop().create_future()
-            flight = _Flight(future, state.epoch)
+            flight = _Flight(state.epoch)
             self._flights[key] = flight
             task = asyncio.get_running_loop().create_task(self._fetch(outgoing, state))
             flight.task = task
-            task.add_done_callback(
-                functools.partial(self._landed, key=key, flight=flight, query=query)
-            )
-        else:
-            flight.waiters += 1
-        try:
-            response = await asyncio.shield(flight.future)
-        except _TunnelChanged:
-            return self._tunnel_changed_servfail(query, data)
-        except UpstreamError as exc:
-            if not self._state().up:
-                return self._tunnel_changed_servfail(query, data)
-            self._count(Outcome.SERVFAIL_UPSTREAM, query)
-            return wire.build_response(
-                query,
-                data,
-                wire.SERVFAIL,
-                ede=(wire.EDE_NO_REACHABLE_AUTHORITY, f"{exc.kind}: {exc.message}"[:200]),
-            )
-        self._count(Outcome.FORWARDED, query)
-        return wire.patch_response(response, query.msg_id, query.qname, (), 0)
+            task.add_done_callback(functools.partial(self._landed, key=key, flight=flight))
+        flight.waiters.append((query, data, reply))
 
     def _tunnel_changed_servfail(self, query: wire.Query, data: bytes) -> bytes:
         # The answer (if any) would come from a path that no longer exists: SERVFAIL at once,
@@ -215,27 +210,44 @@ class Resolver:
         text = f"tunnel {state.ifname or self._tunnel_label} {'changed' if state.up else 'down'}"
         return wire.build_response(query, data, wire.SERVFAIL, ede=(wire.EDE_NETWORK_ERROR, text))
 
-    def _landed(
-        self, task: asyncio.Task[bytes], *, key: bytes, flight: _Flight, query: wire.Query
-    ) -> None:
+    def _upstream_servfail(self, query: wire.Query, data: bytes, exc: UpstreamError) -> bytes:
+        if not self._state().up:
+            return self._tunnel_changed_servfail(query, data)
+        self._count(Outcome.SERVFAIL_UPSTREAM, query)
+        # RFC 8914 4.23: "No Reachable Authority", with the reason (e.g. a TLS failure).
+        text = f"{exc.kind}: {exc.message}"[:200]
+        return wire.build_response(
+            query, data, wire.SERVFAIL, ede=(wire.EDE_NO_REACHABLE_AUTHORITY, text)
+        )
+
+    def _landed(self, task: asyncio.Task[bytes], *, key: bytes, flight: _Flight) -> None:
         if self._flights.get(key) is flight:
             del self._flights[key]
-        if flight.future.done():  # already failed by a tunnel change
-            if not task.cancelled():
-                task.exception()  # retrieved, so asyncio does not log it
-            return
+        waiters, flight.waiters = flight.waiters, []
         if task.cancelled():
-            flight.future.set_exception(_TunnelChanged())
+            # A tunnel change cancels the fetch after answering its waiters; anything else
+            # that cancels it (shutdown) still owes each waiter an answer.
+            for query, data, reply in waiters:
+                reply(self._tunnel_changed_servfail(query, data))
             return
         exc = task.exception()
         if exc is not None:
-            flight.future.set_exception(exc)
-            flight.future.exception()  # waiters may all be gone; mark retrieved
+            error = (
+                exc
+                if isinstance(exc, UpstreamError)
+                else UpstreamError("protocol", "resolver", f"internal error: {exc!r}")
+            )
+            if not isinstance(exc, UpstreamError):
+                log.error("forward failed unexpectedly: %r", exc)
+            for query, data, reply in waiters:
+                reply(self._upstream_servfail(query, data, error))
             return
         response = task.result()
-        if self.cache is not None and self._state().epoch == flight.epoch:
-            self.cache.store(query, response, self._clock())
-        flight.future.set_result(response)
+        if waiters and self.cache is not None and self._state().epoch == flight.epoch:
+            self.cache.store(waiters[0][0], response, self._clock())
+        for query, _, reply in waiters:
+            self._count(Outcome.FORWARDED, query)
+            reply(wire.patch_response(response, query.msg_id, query.qname, (), 0))
 
     async def _fetch(self, data: bytes, state: TunnelState) -> bytes:
         """Try the upstreams, healthy ones first by smoothed RTT, until one answers."""
@@ -268,13 +280,14 @@ class Resolver:
 
     def tunnel_changed(self, old: TunnelState, new: TunnelState) -> None:
         """Called by the monitor on every epoch: fail in-flight work, drop cached answers."""
-        for flight in list(self._flights.values()):
-            if not flight.future.done():
-                flight.future.set_exception(_TunnelChanged())
-                flight.future.exception()
+        flights = list(self._flights.values())
+        self._flights.clear()
+        for flight in flights:
+            waiters, flight.waiters = flight.waiters, []
+            for query, data, reply in waiters:
+                reply(self._tunnel_changed_servfail(query, data))
             if flight.task is not None:
                 flight.task.cancel()
-        self._flights.clear()
         if self.cache is not None and self.flush_on_tunnel_change:
             self.cache.flush()
         loop = asyncio.get_running_loop()

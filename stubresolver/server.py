@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import socket
 from collections.abc import Callable
@@ -76,7 +77,7 @@ class UdpListener:
         self._resolver = resolver_ref
         self._buf = bytearray(_MAX_UDP)
         self._view = memoryview(self._buf)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(sock.fileno(), self._drain)
 
@@ -103,15 +104,13 @@ class UdpListener:
                 continue
             if query is None:
                 continue
-            task = self._loop.create_task(self._forward(resolver, query, data, addr))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            resolver.forward_cb(query, data, functools.partial(self._reply, query.udp_size, addr))
 
-    async def _forward(
-        self, resolver: Resolver, query: wire.Query, data: bytes, addr: tuple[str, int]
-    ) -> None:
-        response = await resolver.forward(query, data)
-        self._send(wire.truncate(response, query.udp_size), addr)
+    def _reply(self, udp_size: int, addr: tuple[str, int], response: bytes) -> None:
+        if self._closed:
+            return
+        # RFC 1035 4.2.1 / RFC 6891 7: never exceed what the client said it can take.
+        self._send(wire.truncate(response, udp_size), addr)
 
     def _send(self, response: bytes, addr: tuple[str, int]) -> None:
         try:
@@ -122,9 +121,8 @@ class UdpListener:
             log.debug("udp send error: %s", errno.errorcode.get(exc.errno or 0, exc))
 
     async def close(self) -> None:
+        self._closed = True
         self._loop.remove_reader(self.sock.fileno())
-        for task in list(self._tasks):
-            task.cancel()
         self.sock.close()
 
 
@@ -136,7 +134,6 @@ class _TcpConnection(asyncio.Protocol):
         self._inflight = 0
         self._paused = False
         self._idle: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing it.
@@ -152,8 +149,8 @@ class _TcpConnection(asyncio.Protocol):
         self._server.connections.discard(self)
         if self._idle is not None:
             self._idle.cancel()
-        for task in list(self._tasks):
-            task.cancel()
+            self._idle = None
+        self._transport = None
 
     def data_received(self, data: bytes) -> None:
         messages = self._deframer.feed(data)
@@ -170,24 +167,20 @@ class _TcpConnection(asyncio.Protocol):
                     return
                 continue  # a response (QR=1) sent to us: dropped
             self._inflight += 1
-            task = asyncio.get_running_loop().create_task(self._forward(resolver, query, msg))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            resolver.forward_cb(query, msg, self._answered)
         if self._inflight >= self._server.config.tcp_max_inflight and self._transport:
             self._transport.pause_reading()
             self._paused = True
         self._arm_idle()
 
-    async def _forward(self, resolver: Resolver, query: wire.Query, data: bytes) -> None:
-        try:
-            response = await resolver.forward(query, data)
-            self._write(response)
-        finally:
-            self._inflight -= 1
-            if self._paused and self._transport and not self._transport.is_closing():
-                self._transport.resume_reading()
-                self._paused = False
-            self._arm_idle()
+    def _answered(self, response: bytes) -> None:
+        # RFC 7766 6.2.1.1: answers go out as they complete, in any order.
+        self._write(response)
+        self._inflight -= 1
+        if self._paused and self._transport and not self._transport.is_closing():
+            self._transport.resume_reading()
+            self._paused = False
+        self._arm_idle()
 
     def _write(self, response: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
