@@ -7,15 +7,12 @@ argument (STYLE.md 2): the caller passes ``now`` from its loop clock.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import itertools
+import struct
 from dataclasses import dataclass
 
 from stubresolver import wire
 from stubresolver.errors import WireError
-
-# Per-entry bookkeeping beyond the response bytes and the key (tuple, floats, dict slot),
-# measured with sys.getsizeof on CPython 3.11; used only for the byte bound.
-_ENTRY_OVERHEAD = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,17 +24,31 @@ class CacheLimits:
     negative_max_ttl: int = 3_600
 
 
+# One packed bytes object per entry: expires-at, inserted-at, the number of TTL offsets, the
+# offsets, then the response. One object instead of a tuple of five keeps an entry near
+# 100 bytes plus the response (issue 4: 100,000 entries within the RSS budget).
+_HEAD = struct.Struct("!ddH")
+_OFFSETS = [struct.Struct(f"!{n}H") for n in range(256)]
+# Bookkeeping beyond the two bytes objects' contents: their object headers (2 x 33) and a
+# dict slot with its share of the table; used only for the byte bound.
+_ENTRY_OVERHEAD = 140
+# Evict this fraction at once when over a bound, so the scan over freed dict slots at the
+# front of the insertion order is paid once per batch, not once per insert.
+_EVICT_BATCH = 64
+
+
 class Cache:
-    """LRU cache of responses keyed by ``Query.cache_key()``, bounded in entries and bytes."""
+    """LRU cache of responses keyed by ``Query.cache_key()``, bounded in entries and bytes.
+
+    A plain dict in insertion order: a hit moves its entry to the end (pop and re-insert),
+    eviction takes from the front.
+    """
 
     __slots__ = ("_bytes", "_entries", "hits", "limits", "misses")
 
     def __init__(self, limits: CacheLimits | None = None) -> None:
         self.limits = limits or CacheLimits()
-        # key -> (response, ttl offsets, inserted at, expires at)
-        self._entries: OrderedDict[bytes, tuple[bytes, tuple[int, ...], float, float]] = (
-            OrderedDict()
-        )
+        self._entries: dict[bytes, bytes] = {}
         self._bytes = 0
         self.hits = 0
         self.misses = 0
@@ -52,18 +63,23 @@ class Cache:
     def lookup(self, query: wire.Query, now: float) -> bytes | None:
         """The cached answer patched for this client, or None on a miss or expiry."""
         key = query.cache_key()
-        entry = self._entries.get(key)
+        entries = self._entries
+        entry = entries.pop(key, None)
         if entry is None:
             self.misses += 1
             return None
-        msg, offsets, inserted, expires = entry
+        expires, inserted, count = _HEAD.unpack_from(entry)
         if now >= expires:
-            self._remove(key, msg)
+            self._bytes -= len(entry) + len(key) + _ENTRY_OVERHEAD
             self.misses += 1
             return None
-        self._entries.move_to_end(key)
+        entries[key] = entry
         self.hits += 1
-        return wire.patch_response(msg, query.msg_id, query.qname, offsets, int(now - inserted))
+        offsets = _OFFSETS[count].unpack_from(entry, _HEAD.size) if count else ()
+        start = _HEAD.size + 2 * count
+        return wire.patch_response(
+            entry[start:], query.msg_id, query.qname, offsets, int(now - inserted)
+        )
 
     def store(self, query: wire.Query, response: bytes, now: float) -> bool:
         """Cache ``response`` to ``query`` if it may be cached; return whether it was.
@@ -77,7 +93,7 @@ class Cache:
             info = wire.scan_response(response, self.limits.negative_max_ttl)
         except WireError:
             return False
-        if info.rcode not in (wire.NOERROR, wire.NXDOMAIN):
+        if info.rcode not in (wire.NOERROR, wire.NXDOMAIN) or len(info.ttl_offsets) > 255:
             return False
         ttl = info.ttl
         if not info.negative:
@@ -87,32 +103,35 @@ class Cache:
         if ttl != info.ttl and info.ttl_offsets:
             # Clamp the stored TTLs too, so a hit never reports more than we keep it for.
             response = _clamp_ttls(response, info.ttl_offsets, ttl)
+        count = len(info.ttl_offsets)
+        entry = (
+            _HEAD.pack(now + ttl, now, count) + _OFFSETS[count].pack(*info.ttl_offsets) + response
+        )
         key = query.cache_key()
         old = self._entries.pop(key, None)
         if old is not None:
-            self._bytes -= len(old[0]) + len(key) + _ENTRY_OVERHEAD
-        self._entries[key] = (response, info.ttl_offsets, now, now + ttl)
-        self._bytes += len(response) + len(key) + _ENTRY_OVERHEAD
-        self._evict()
+            self._bytes -= len(old) + len(key) + _ENTRY_OVERHEAD
+        self._entries[key] = entry
+        self._bytes += len(entry) + len(key) + _ENTRY_OVERHEAD
+        limits = self.limits
+        if len(self._entries) > limits.max_entries or self._bytes > limits.max_bytes:
+            self._evict()
         return True
 
     def flush(self) -> int:
         """Drop everything (a tunnel change: answers from the old path are not trusted)."""
         count = len(self._entries)
-        self._entries.clear()
+        self._entries = {}
         self._bytes = 0
         return count
-
-    def _remove(self, key: bytes, msg: bytes) -> None:
-        del self._entries[key]
-        self._bytes -= len(msg) + len(key) + _ENTRY_OVERHEAD
 
     def _evict(self) -> None:
         limits = self.limits
         entries = self._entries
+        batch = max(1, len(entries) // _EVICT_BATCH)
         while entries and (len(entries) > limits.max_entries or self._bytes > limits.max_bytes):
-            key, (msg, _, _, _) = entries.popitem(last=False)
-            self._bytes -= len(msg) + len(key) + _ENTRY_OVERHEAD
+            for key in list(itertools.islice(entries, batch)):
+                self._bytes -= len(entries.pop(key)) + len(key) + _ENTRY_OVERHEAD
 
 
 def _clamp_ttls(msg: bytes, offsets: tuple[int, ...], ceiling: int) -> bytes:

@@ -6,9 +6,7 @@ from typing import TYPE_CHECKING
 
 from stubresolver.errors import ConfigError
 from stubresolver.upstream.base import Upstream
-from stubresolver.upstream.https import HttpsUpstream
 from stubresolver.upstream.plain import TcpUpstream, UdpUpstream
-from stubresolver.upstream.tls import TlsUpstream
 
 if TYPE_CHECKING:
     from stubresolver.config import UpstreamConfig
@@ -21,9 +19,14 @@ def make_upstream(cfg: UpstreamConfig) -> Upstream:
             return UdpUpstream(cfg)
         case "tcp":
             return TcpUpstream(cfg)
+        # TLS and h2 are imported only when configured: a plain setup starts lighter.
         case "tls":  # DoT, RFC 7858 strict (upstream/tls.py)
+            from stubresolver.upstream.tls import TlsUpstream  # noqa: PLC0415
+
             return TlsUpstream(cfg)
         case "https":  # DoH, RFC 8484 over HTTP/2 (upstream/https.py)
+            from stubresolver.upstream.https import HttpsUpstream  # noqa: PLC0415
+
             return HttpsUpstream(cfg)
         case _:
             raise ConfigError("upstreams", f"unknown scheme {cfg.scheme!r} in {cfg.url!r}")
