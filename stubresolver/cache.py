@@ -62,7 +62,7 @@ class Cache:
 
     def lookup(self, query: wire.Query, now: float) -> bytes | None:
         """The cached answer patched for this client, or None on a miss or expiry."""
-        key = query.cache_key()
+        key = query.key
         entries = self._entries
         entry = entries.pop(key, None)
         if entry is None:
@@ -107,7 +107,7 @@ class Cache:
         entry = (
             _HEAD.pack(now + ttl, now, count) + _OFFSETS[count].pack(*info.ttl_offsets) + response
         )
-        key = query.cache_key()
+        key = query.key
         old = self._entries.pop(key, None)
         if old is not None:
             self._bytes -= len(old) + len(key) + _ENTRY_OVERHEAD

@@ -46,6 +46,8 @@ _NXDOMAIN_SUFFIXES = (b"\x07invalid\x00", b"\x05local\x00")
 _CANARY = b"\x13use-application-dns\x03net\x00"
 _IN_ADDR = b"\x07in-addr\x04arpa\x00"
 _IP6 = b"\x03ip6\x04arpa\x00"
+# Every name handled here ends with one of these (wire form, lower case).
+_LOCAL_SUFFIXES = (_LOCALHOST, *_NXDOMAIN_SUFFIXES, _CANARY, _IN_ADDR, _IP6)
 _LOOPBACK_V4 = bytes([127, 0, 0, 1])
 _LOOPBACK_V6 = bytes(15) + b"\x01"
 LOCAL_TTL = 0  # synthetic answers are not worth caching downstream
@@ -99,6 +101,8 @@ class LocalPolicy:
     def answer(self, query: wire.Query, data: bytes) -> bytes | None:
         """The local answer for this query, or None when it must go to the tunnel."""
         name = query.qname_lower
+        if not name.endswith(_LOCAL_SUFFIXES):
+            return None  # the common case: one C-level check per query
         if _is_name_or_below(name, _LOCALHOST):
             return self._localhost(query, data)
         if name == _CANARY or any(_is_name_or_below(name, s) for s in _NXDOMAIN_SUFFIXES):

@@ -84,6 +84,8 @@ class Query:
     udp_size: int  # the client's UDP limit: 512 without EDNS (RFC 1035 4.2.1)
     do: bool  # DNSSEC OK (RFC 3225)
     has_ecs: bool  # an EDNS client subnet option is present (RFC 7871)
+    qname_lower: bytes  # the name lower-cased (names compare case-insensitively, RFC 4343)
+    key: bytes  # see cache_key(); computed once here because every layer needs it
 
     @property
     def cd(self) -> bool:
@@ -93,21 +95,16 @@ class Query:
     def rd(self) -> bool:
         return bool(self.flags & _FLAG_RD)
 
-    @property
-    def qname_lower(self) -> bytes:
-        return self.qname.translate(_LOWER)
-
     def cache_key(self) -> bytes:
         """Lower-cased question plus the DO and CD bits and EDNS presence.
 
         Answers differ on DO and CD; and a client that sent EDNS must get an OPT record back
         (RFC 6891 7) while one that did not must not, so the two never share an entry.
         """
-        bits = (1 if self.do else 0) | (2 if self.cd else 0) | (4 if self.has_edns else 0)
-        return self.qname.translate(_LOWER) + _HHI.pack(self.qtype, self.qclass, bits)
+        return self.key
 
     def question_key(self) -> bytes:
-        return self.qname.translate(_LOWER) + _HH.pack(self.qtype, self.qclass)
+        return self.qname_lower + _HH.pack(self.qtype, self.qclass)
 
 
 def _read_name_uncompressed(data: bytes, pos: int) -> int:
@@ -208,17 +205,24 @@ def parse_query(data: bytes) -> Query:
             if (ext >> 16) & 0xFF != 0:
                 raise WireError(BADVERS, "EDNS version not supported")  # RFC 6891 6.1.3
             has_ecs = _has_option(data, ttl_at + 6, pos, OPT_ECS)
+    qname = data[HEADER_LEN:qend]
+    lower = qname.translate(_LOWER)
+    bits = (1 if do else 0) | (2 if flags & _FLAG_CD else 0) | (4 if has_edns else 0)
+    key = lower + _HHI.pack(qtype, qclass, bits)
+    # Positional: this runs for every packet, and keyword binding costs measurably.
     return Query(
-        msg_id=msg_id,
-        flags=flags,
-        qname=data[HEADER_LEN:qend],
-        qtype=qtype,
-        qclass=qclass,
-        question_end=question_end,
-        has_edns=has_edns,
-        udp_size=udp_size,
-        do=do,
-        has_ecs=has_ecs,
+        msg_id,
+        flags,
+        qname,
+        qtype,
+        qclass,
+        question_end,
+        has_edns,
+        udp_size,
+        do,
+        has_ecs,
+        lower,
+        key,
     )
 
 
