@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,14 +28,25 @@ def netns_ok() -> None:
     _require_netns()
 
 
+def _sigterm_as_interrupt(_sig: int, _frame: object) -> None:
+    # Python's default SIGTERM ends the process without running `finally`: namespaces,
+    # processes and /etc/netns entries would be left behind. Interrupt instead, so pytest
+    # tears the fixtures down.
+    raise KeyboardInterrupt("SIGTERM")
+
+
 @pytest.fixture(scope="module")
 def world(netns_ok: None) -> Iterator[World]:
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     w = World("a")
     try:
         w.build()
         yield w
     finally:
-        w.close()
+        try:
+            w.close()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture

@@ -7,8 +7,10 @@ import os
 import signal
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -72,8 +74,8 @@ class Stub:
     def start(self, *, wait_ready: bool = True) -> None:
         assert self.proc is None, "stub already running"
         self.runs += 1
-        home = self.world.tmp / f"stub-{self.runs}"
-        (home / "state").mkdir(parents=True)
+        home = Path(tempfile.mkdtemp(prefix="stub-", dir=self.world.tmp))
+        (home / "state").mkdir()
         config = {
             "listen": ["127.0.0.1:53"],
             "tunnel": {"interfaces": [self.world.wg_c]},
@@ -85,7 +87,7 @@ class Stub:
         cfg_path.write_text(json.dumps(config, indent=2) + "\n")  # JSON is YAML
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
         self.proc = self.world.spawn(
-            f"stub-{self.runs}",
+            home.name,
             self.world.ns_c,
             [sys.executable, "-m", "stubresolver", "run", "--config", str(cfg_path)],
             env=env,

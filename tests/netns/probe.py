@@ -78,22 +78,8 @@ def query(
         resp = dns.query.udp(q, server, port=port, timeout=timeout, sock=sock)
     except dns.exception.Timeout:
         return Answer("TIMEOUT", sent=sent, received=time.monotonic())
-    return summarize(resp, sent, time.monotonic())
-
-
-def query_tcp(
-    sock: socket.socket, name: str, *, server: str = "127.0.0.1", port: int = 53, timeout: float = 2
-) -> Answer:
-    """One query over TCP on an unconnected caller's socket (RFC 7766 framing by dnspython)."""
-    q = dns.message.make_query(name, "A", use_edns=0, payload=1232)
-    sent = time.monotonic()
-    sock.settimeout(timeout)
-    sock.connect((server, port))
-    sock.setblocking(False)
-    try:
-        resp = dns.query.tcp(q, server, port=port, timeout=timeout, sock=sock)
-    except dns.exception.Timeout:
-        return Answer("TIMEOUT", sent=sent, received=time.monotonic())
+    except OSError as exc:  # e.g. ECONNREFUSED (ICMP port unreachable) before it listens
+        return Answer(f"OSERROR:{exc.errno}", sent=sent, received=time.monotonic())
     return summarize(resp, sent, time.monotonic())
 
 

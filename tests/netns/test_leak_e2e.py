@@ -71,6 +71,7 @@ REFUSE_BUDGET_S = 1.0
 RECOVER_BUDGET_S = 2.0
 POLL_INTERVAL_S = 0.01
 FLAPS = 24  # six of each way
+FLAP_DWELL_S = 0.1  # time spent in each state, so the load hits both plenty
 
 _names = itertools.count()
 
@@ -233,7 +234,7 @@ def test_flaps_under_load(world: World, stub: Stub, figures: Figures) -> None:
         "load",
         world.ns_c,
         [sys.executable, str(Path(__file__).with_name("probe.py")), "load",
-         "--per-tick", "2", "--tick", "0.01", "--duration", "90", "--max-queries", "30000",
+         "--per-tick", "3", "--tick", "0.01", "--duration", "90", "--max-queries", "30000",
          "--timeout", "2.0", "--expect", LOAD_ADDR, "--zone", LOAD_ZONE],
         stdout=subprocess.PIPE,
     )  # fmt: skip
@@ -241,8 +242,10 @@ def test_flaps_under_load(world: World, stub: Stub, figures: Figures) -> None:
         time.sleep(0.5)  # let the load get going
         for way in itertools.islice(itertools.cycle(WAYS), FLAPS):
             take_down_and_time_refusal(world, stub, stub.sock, way, figures)
+            time.sleep(FLAP_DWELL_S)
             restore_and_time_recovery(world, stub, stub.sock, way, figures)
             figures.flaps += 1
+            time.sleep(FLAP_DWELL_S)
         time.sleep(0.3)
     finally:
         if load.alive():

@@ -522,7 +522,10 @@ remote-control:
     def c_socket(
         self, family: int = socket.AF_INET, kind: int = socket.SOCK_DGRAM
     ) -> socket.socket:
-        return socket_in_netns(self.ns_c, family, kind)
+        """A non-blocking socket in the client namespace (dnspython requires non-blocking)."""
+        sock = socket_in_netns(self.ns_c, family, kind)
+        sock.setblocking(False)
+        return sock
 
     # ---------------------------------------------------------------- teardown
 
