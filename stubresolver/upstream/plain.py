@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import socket
 from typing import TYPE_CHECKING
 
 from stubresolver import netbind, wire
 from stubresolver.errors import UpstreamError, WireError
+from stubresolver.randomness import random_below, random_id
 from stubresolver.tunnel_state import TunnelState
 
 if TYPE_CHECKING:
@@ -30,12 +30,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_rng = random.SystemRandom()
 _MAX_MESSAGE = 65535
 
 
-def _random_id() -> int:
-    return _rng.randrange(0x10000)
+_random_id = random_id
 
 
 def _query_facts(query: bytes, label: str) -> tuple[int, bytes]:
@@ -148,7 +146,7 @@ class UdpPool:
             self._loop = loop
         if len(self._socks) < self.size:
             return self._open(state)
-        pooled = self._socks[_rng.randrange(len(self._socks))]
+        pooled = self._socks[random_below(len(self._socks))]
         if pooled.uses >= MAX_USES and not pooled.pending:
             self._drop(pooled, None)
             return self._open(state)
