@@ -7,11 +7,12 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from .harness import Figures, Stub
-from .world import World, netns_usable
+from .world import KINDS, World, netns_usable
 
 
 def _require_netns() -> None:
@@ -35,10 +36,12 @@ def _sigterm_as_interrupt(_sig: int, _frame: object) -> None:
     raise KeyboardInterrupt("SIGTERM")
 
 
-@pytest.fixture(scope="module")
-def world(netns_ok: None) -> Iterator[World]:
+@pytest.fixture(scope="module", params=KINDS)
+def world(request: pytest.FixtureRequest, netns_ok: None) -> Iterator[World]:
+    """The shared world, once per tunnel kind (WireGuard, then OpenVPN)."""
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    w = World("a")
+    kind: str = request.param
+    w = World("a" if kind == "wireguard" else "o", kind)
     try:
         w.build()
         yield w
@@ -60,17 +63,22 @@ def fresh_world(netns_ok: None) -> Iterator[World]:
         w.close()
 
 
+_REPORT: dict[str, Any] = {}
+
+
 @pytest.fixture(scope="module")
 def figures(world: World) -> Iterator[Figures]:
     figs = Figures()
     yield figs
     figs.leaks = world.leak_figures()
     figs.vpn_queries = world.vpn_log_queries()
-    report = figs.report()
-    text = json.dumps(report, indent=2, sort_keys=True)
-    print(f"\nstubresolver e2e figures:\n{text}")
+    _REPORT[world.kind] = figs.report()
+    text = json.dumps(_REPORT, indent=2, sort_keys=True)
+    print(
+        f"\nstubresolver e2e figures ({world.kind}):\n{json.dumps(_REPORT[world.kind], indent=2)}"
+    )
     out = os.environ.get("STUBRESOLVER_E2E_REPORT")
-    if out:
+    if out:  # rewritten after each tunnel kind, so it always holds everything so far
         Path(out).write_text(text + "\n")
 
 

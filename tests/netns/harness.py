@@ -78,7 +78,7 @@ class Stub:
         (home / "state").mkdir()
         config = {
             "listen": ["127.0.0.1:53"],
-            "tunnel": {"interfaces": [self.world.wg_c]},
+            "tunnel": {"interfaces": [self.world.tun_c]},
             "upstreams": ["udp://100.66.0.1"],
             "state_dir": str(home / "state"),
             "logging": {"level": "debug"},

@@ -39,6 +39,8 @@ ISP_C_ADDR6: Final = "fd00:1::1"
 C_TUN_ADDR: Final = "100.66.0.2"
 VPN_TUN_ADDR: Final = "100.66.0.1"
 WG_PORT: Final = 51820
+OVPN_PORT: Final = 1194
+KINDS: Final = ("wireguard", "openvpn")
 WWW_NAME: Final = "www.example."
 WWW_ADDR: Final = "192.0.2.10"
 LOAD_ZONE: Final = "load.example."
@@ -75,7 +77,8 @@ def netns_usable() -> str | None:
     """None when this process can build namespaces, else the reason it cannot."""
     if os.geteuid() != 0:
         return "needs root"
-    for tool in ("ip", "nft", "wg", "wireguard-go", "unbound", "dnsmasq", "getent"):
+    for tool in ("ip", "nft", "wg", "wireguard-go", "openvpn", "unbound", "unbound-checkconf",
+                 "dnsmasq", "dig", "getent"):  # fmt: skip
         if shutil.which(tool) is None:
             return f"{tool} not installed"
     name = f"srprobe{os.getpid()}"
@@ -158,9 +161,12 @@ class Process:
 class World:
     """Three namespaces, a userspace WireGuard tunnel, a logging ISP resolver, VPN DNS."""
 
-    def __init__(self, tag: str) -> None:
+    def __init__(self, tag: str, kind: str = "wireguard") -> None:
+        if kind not in KINDS:
+            raise ValueError(kind)
         prefix = f"sr{os.getpid() % 10000}{tag}"
         self.prefix = prefix
+        self.kind = kind
         self.ns_c = f"{prefix}-c"
         self.ns_isp = f"{prefix}-isp"
         self.ns_vpn = f"{prefix}-vpn"
@@ -170,14 +176,15 @@ class World:
         self.veth_isp_c = f"{prefix}ic"
         self.veth_isp_v = f"{prefix}iv"
         self.veth_v = f"{prefix}vi"
-        self.wg_c = f"{prefix}wc"
-        self.wg_v = f"{prefix}wv"
+        letter = "w" if kind == "wireguard" else "o"
+        self.tun_c = f"{prefix}{letter}c"
+        self.tun_v = f"{prefix}{letter}v"
         self.isp_table = f"{prefix}isp"
         self.c_table = f"{prefix}c"
         self.tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
         self.etc_netns = Path("/etc/netns") / self.ns_c
         self.processes: list[Process] = []
-        self.wg_client: Process | None = None
+        self.vpn_client: Process | None = None
         self.isp_log = self.tmp / "isp-dnsmasq.log"
         self.vpn_log = self.tmp / "vpn-unbound.log"
         self._made_ns: list[str] = []
@@ -309,7 +316,7 @@ table inet {self.c_table} {{
   counter egress {{ }}
   chain out {{
     type filter hook output priority -300; policy accept;
-    oifname != {{ "lo", "{self.wg_c}" }} meta l4proto {{ udp, tcp }} th dport {{ {ports} }} \
+    oifname != {{ "lo", "{self.tun_c}" }} meta l4proto {{ udp, tcp }} th dport {{ {ports} }} \
 counter name "egress"
   }}
 }}
@@ -317,6 +324,10 @@ counter name "egress"
         self.ns_run(self.ns_c, ["nft", "-f", "-"], stdin=ruleset)
 
     def _keys(self) -> None:
+        if self.kind == "openvpn":
+            # OpenVPN 2.6 static-key point-to-point: one shared key, no TLS handshake.
+            run(["openvpn", "--genkey", "secret", str(self.tmp / "ovpn.key")])
+            return
         for side in ("c", "v"):
             key = run(["wg", "genkey"]).stdout.strip()
             pub = run(["wg", "pubkey"], stdin=key + "\n").stdout.strip()
@@ -353,15 +364,52 @@ counter name "egress"
                 raise WorldError(f"wg set {args[0]}: {proc.stderr}")
             time.sleep(0.02)
 
-    def _vpn_tunnel_and_dns(self) -> None:
-        self._start_wireguard_go(self.ns_vpn, self.wg_v, "vpn-wireguard-go")
+    def _openvpn(self, ns: str, name: str, args: Sequence[str]) -> Process:
+        """An OpenVPN static-key p2p endpoint; returns once its tun has its address."""
+        ifname = self.tun_v if ns == self.ns_vpn else self.tun_c
+        local = VPN_TUN_ADDR if ns == self.ns_vpn else C_TUN_ADDR
+        remote = C_TUN_ADDR if ns == self.ns_vpn else VPN_TUN_ADDR
+        proc = self.spawn(
+            name,
+            ns,
+            ["openvpn", "--dev", ifname, "--dev-type", "tun", "--proto", "udp",
+             "--ifconfig", local, remote, "--cipher", "AES-256-CBC", "--auth", "SHA256",
+             "--ping", "1", "--verb", "3", "--suppress-timestamps", *args],
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if not proc.alive():
+                raise WorldError(f"openvpn {ifname} exited:\n{proc.log_tail()}")
+            # The address is set before the data channel is ready; OpenVPN says when it is.
+            # A client sets its address before the data channel is ready; OpenVPN says when
+            # it is (the server says so only once a client has reached it).
+            ready = ns == self.ns_vpn or "Initialization Sequence Completed" in proc.log_tail(400)
+            if ready and local in self.tunnel_state(ns, ifname).get("addrs", []):
+                return proc
+            time.sleep(0.02)
+        raise WorldError(f"openvpn {ifname} did not come up:\n{proc.log_tail()}")
+
+    def _vpn_side_tunnel(self) -> None:
+        if self.kind == "openvpn":
+            # --float: the client's source port changes whenever its process is replaced.
+            self._openvpn(
+                self.ns_vpn,
+                "vpn-openvpn",
+                ["--secret", str(self.tmp / "ovpn.key"), "0", "--lport", str(OVPN_PORT),
+                 "--float"],
+            )  # fmt: skip
+            return
+        self._start_wireguard_go(self.ns_vpn, self.tun_v, "vpn-wireguard-go")
         self._wg_set(
             self.ns_vpn,
-            [self.wg_v, "private-key", str(self.tmp / "wg-v.key"), "listen-port", str(WG_PORT),
+            [self.tun_v, "private-key", str(self.tmp / "wg-v.key"), "listen-port", str(WG_PORT),
              "peer", self.pub_c, "allowed-ips", f"{C_TUN_ADDR}/32"],
         )  # fmt: skip
-        run(["ip", "-n", self.ns_vpn, "addr", "add", f"{VPN_TUN_ADDR}/24", "dev", self.wg_v])
-        run(["ip", "-n", self.ns_vpn, "link", "set", self.wg_v, "up"])
+        run(["ip", "-n", self.ns_vpn, "addr", "add", f"{VPN_TUN_ADDR}/24", "dev", self.tun_v])
+        run(["ip", "-n", self.ns_vpn, "link", "set", self.tun_v, "up"])
+
+    def _vpn_tunnel_and_dns(self) -> None:
+        self._vpn_side_tunnel()
         conf = self.tmp / "unbound.conf"
         conf.write_text(
             f"""server:
@@ -399,24 +447,40 @@ remote-control:
     # ---------------------------------------------------------------- client tunnel
 
     def start_client_tunnel(self) -> None:
-        """A new client wireguard-go process: a new tun device with a new ifindex."""
-        if self.wg_client is not None:
-            self.wg_client.stop()
-        self.wg_client = self._start_wireguard_go(self.ns_c, self.wg_c, "client-wireguard-go")
+        """A new client VPN process: a new tun device with a new ifindex."""
+        if self.vpn_client is not None:
+            self.vpn_client.stop()
+        if self.kind == "openvpn":
+            self.vpn_client = self._openvpn(
+                self.ns_c,
+                f"client-openvpn-{len(self.processes)}",  # one log per process
+                ["--secret", str(self.tmp / "ovpn.key"), "1", "--nobind",
+                 "--remote", VPN_ISP_ADDR, str(OVPN_PORT)],
+            )  # fmt: skip
+            return
+        self.vpn_client = self._start_wireguard_go(self.ns_c, self.tun_c, "client-wireguard-go")
         self._wg_set(
             self.ns_c,
-            [self.wg_c, "private-key", str(self.tmp / "wg-c.key"),
+            [self.tun_c, "private-key", str(self.tmp / "wg-c.key"),
              "peer", self.pub_v, "endpoint", f"{VPN_ISP_ADDR}:{WG_PORT}",
              "allowed-ips", "100.66.0.0/24"],
         )  # fmt: skip
-        run(["ip", "-n", self.ns_c, "addr", "add", f"{C_TUN_ADDR}/24", "dev", self.wg_c])
-        run(["ip", "-n", self.ns_c, "link", "set", self.wg_c, "up"])
+        run(["ip", "-n", self.ns_c, "addr", "add", f"{C_TUN_ADDR}/24", "dev", self.tun_c])
+        run(["ip", "-n", self.ns_c, "link", "set", self.tun_c, "up"])
 
     def link_exists(self, ns: str, ifname: str) -> bool:
         return run(["ip", "-n", ns, "link", "show", "dev", ifname], check=False).returncode == 0
 
+    def client_addr_args(self) -> list[str]:
+        if self.kind == "openvpn":  # what `--ifconfig local remote` sets on a p2p tun
+            return [C_TUN_ADDR, "peer", VPN_TUN_ADDR]
+        return [f"{C_TUN_ADDR}/24"]
+
     def client_tunnel_state(self) -> dict[str, Any]:
-        proc = run(["ip", "-n", self.ns_c, "-j", "addr", "show", "dev", self.wg_c], check=False)
+        return self.tunnel_state(self.ns_c, self.tun_c)
+
+    def tunnel_state(self, ns: str, ifname: str) -> dict[str, Any]:
+        proc = run(["ip", "-n", ns, "-j", "addr", "show", "dev", ifname], check=False)
         if proc.returncode != 0:
             return {"exists": False}
         info: dict[str, Any] = json.loads(proc.stdout)[0]
@@ -430,44 +494,47 @@ remote-control:
     def take_down(self, way: str) -> None:
         """Take the client tunnel down one way. Returns once the command has completed."""
         if way == "link-down":
-            run(["ip", "-n", self.ns_c, "link", "set", self.wg_c, "down"])
+            run(["ip", "-n", self.ns_c, "link", "set", self.tun_c, "down"])
         elif way == "delete":
-            run(["ip", "-n", self.ns_c, "link", "del", self.wg_c])
+            run(["ip", "-n", self.ns_c, "link", "del", self.tun_c])
         elif way == "kill":
-            assert self.wg_client is not None
-            self.wg_client.popen.send_signal(signal.SIGKILL)
+            assert self.vpn_client is not None
+            self.vpn_client.popen.send_signal(signal.SIGKILL)
         elif way == "addr-flush":
-            run(["ip", "-n", self.ns_c, "addr", "flush", "dev", self.wg_c])
+            run(["ip", "-n", self.ns_c, "addr", "flush", "dev", self.tun_c])
         else:
             raise ValueError(way)
 
     def restore(self, way: str) -> None:
         """Undo take_down(way); delete and kill come back as a new device (new ifindex)."""
         if way == "link-down":
-            run(["ip", "-n", self.ns_c, "link", "set", self.wg_c, "up"])
+            run(["ip", "-n", self.ns_c, "link", "set", self.tun_c, "up"])
         elif way in ("delete", "kill"):
-            assert self.wg_client is not None
-            self.wg_client.popen.wait(5)  # wireguard-go exits when its tun is deleted
+            assert self.vpn_client is not None
+            if self.kind == "wireguard":  # wireguard-go exits when its tun is deleted
+                self.vpn_client.popen.wait(5)
+            else:  # openvpn survives the loss of its tun (uselessly): replace it
+                self.vpn_client.stop(signal.SIGTERM, grace=3)
             self.start_client_tunnel()
         elif way == "addr-flush":
-            run(["ip", "-n", self.ns_c, "addr", "add", f"{C_TUN_ADDR}/24", "dev", self.wg_c])
+            run(["ip", "-n", self.ns_c, "addr", "add", *self.client_addr_args(), "dev", self.tun_c])
         else:
             raise ValueError(way)
 
     def ensure_tunnel_up(self) -> None:
         """Whatever a previous test left behind, bring the client tunnel back to normal."""
         state = self.client_tunnel_state()
-        if not (state["exists"] and self.wg_client is not None and self.wg_client.alive()):
+        if not (state["exists"] and self.vpn_client is not None and self.vpn_client.alive()):
             if state["exists"]:
-                run(["ip", "-n", self.ns_c, "link", "del", self.wg_c], check=False)
-            if self.wg_client is not None:
-                self.wg_client.stop(signal.SIGKILL)
+                run(["ip", "-n", self.ns_c, "link", "del", self.tun_c], check=False)
+            if self.vpn_client is not None:
+                self.vpn_client.stop(signal.SIGKILL)
             self.start_client_tunnel()
             return
         if C_TUN_ADDR not in state["addrs"]:
-            run(["ip", "-n", self.ns_c, "addr", "add", f"{C_TUN_ADDR}/24", "dev", self.wg_c])
+            run(["ip", "-n", self.ns_c, "addr", "add", *self.client_addr_args(), "dev", self.tun_c])
         if not state["up"]:
-            run(["ip", "-n", self.ns_c, "link", "set", self.wg_c, "up"])
+            run(["ip", "-n", self.ns_c, "link", "set", self.tun_c, "up"])
 
     def wait_tunnel_passes(self, timeout: float = 5.0) -> None:
         """The tunnel carries DNS: ask the VPN resolver directly (stub bypassed) via dig."""
@@ -540,7 +607,7 @@ remote-control:
             proc_ = run(["ip", "netns", "del", ns], check=False)
             if proc_.returncode != 0:
                 errors.append(f"netns del {ns}: {proc_.stderr}")
-        for ifname in (self.wg_c, self.wg_v):
+        for ifname in (self.tun_c, self.tun_v):
             with contextlib.suppress(FileNotFoundError):
                 (WG_RUN_DIR / f"{ifname}.sock").unlink()
         shutil.rmtree(self.etc_netns, ignore_errors=True)
