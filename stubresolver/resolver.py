@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from stubresolver import wire
 from stubresolver.cache import Cache
@@ -87,13 +88,42 @@ class UpstreamHealth:
 Reply = Callable[[bytes], None]
 
 
+ExchangeCb = Callable[
+    [bytes, TunnelState, Callable[[bytes | None, UpstreamError | None], None]], None
+]
+
+
 @dataclass(slots=True)
 class _Flight:
     """One forward in flight, shared by every identical query (single-flight)."""
 
     epoch: int
+    key: bytes
+    data: bytes  # what goes upstream
+    state: TunnelState
+    order: list[int]  # upstreams still to try
     task: asyncio.Task[bytes] | None = None
+    finished: bool = False
     waiters: list[tuple[wire.Query, bytes, Reply]] = field(default_factory=list)
+
+
+def _task_done(
+    done: Callable[[bytes | None, UpstreamError | None], None],
+    label: str,
+    task: asyncio.Task[bytes],
+) -> None:
+    """Adapt an awaitable upstream's task to the callback form."""
+    if task.cancelled():
+        done(None, UpstreamError("epoch", label, "cancelled"))
+        return
+    error = task.exception()
+    if error is None:
+        done(task.result(), None)
+    elif isinstance(error, UpstreamError):
+        done(None, error)
+    else:
+        log.error("upstream %s failed unexpectedly: %r", label, error)
+        done(None, UpstreamError("protocol", label, f"internal error: {error!r}"))
 
 
 @dataclass(slots=True)
@@ -199,11 +229,11 @@ class Resolver:
         if flight is None or flight.epoch != state.epoch:
             # Privacy: the client's subnet never leaves the machine (RFC 7871 7.1.2).
             outgoing = wire.strip_ecs(data, query) if query.has_ecs else data
-            flight = _Flight(state.epoch)
+            flight = _Flight(state.epoch, key, outgoing, state, self._order())
             self._flights[key] = flight
-            task = asyncio.get_running_loop().create_task(self._fetch(outgoing, state))
-            flight.task = task
-            task.add_done_callback(functools.partial(self._landed, key=key, flight=flight))
+            flight.waiters.append((query, data, reply))
+            self._try_next(flight, None)
+            return
         flight.waiters.append((query, data, reply))
 
     def _tunnel_changed_servfail(self, query: wire.Query, data: bytes) -> bytes:
@@ -224,55 +254,74 @@ class Resolver:
             query, data, wire.SERVFAIL, ede=(wire.EDE_NO_REACHABLE_AUTHORITY, text)
         )
 
-    def _landed(self, task: asyncio.Task[bytes], *, key: bytes, flight: _Flight) -> None:
-        if self._flights.get(key) is flight:
-            del self._flights[key]
+    def _try_next(self, flight: _Flight, last: UpstreamError | None) -> None:
+        """Send the flight to the next upstream in its order, or end it with ``last``."""
+        if flight.finished:
+            return
+        if not flight.order:
+            assert last is not None
+            self._land(flight, None, last)
+            return
+        index = flight.order.pop(0)
+        upstream = self.upstreams[index]
+        done = functools.partial(self._answered, flight, index, self._clock())
+        exchange_cb = getattr(upstream, "exchange_cb", None)
+        if exchange_cb is not None:
+            # Plain UDP: no task, no future (issue 4: the forwarding hot path).
+            cast(ExchangeCb, exchange_cb)(flight.data, flight.state, done)
+            return
+        task = asyncio.get_running_loop().create_task(upstream.exchange(flight.data, flight.state))
+        flight.task = task
+        task.add_done_callback(functools.partial(_task_done, done, upstream.url))
+
+    def _answered(
+        self,
+        flight: _Flight,
+        index: int,
+        started: float,
+        response: bytes | None,
+        error: UpstreamError | None,
+    ) -> None:
+        flight.task = None
+        health = self.health[index]
+        if response is not None:
+            health.success(self._clock() - started)
+            self._land(flight, response, None)
+            return
+        assert error is not None
+        if flight.finished:
+            return  # the tunnel changed: the waiters were answered then
+        if error.kind == "epoch":
+            self._land(flight, None, error)  # pools closed under us (reload, shutdown)
+            return
+        health.failure(error, self._clock())
+        # ENODEV / ENETUNREACH etc.: the tunnel may have just gone; look now instead of
+        # waiting for the netlink event or the poll.
+        if error.kind in ("connect", "tunnel") and not self._refresh().up:
+            self._land(flight, None, error)
+            return
+        self._try_next(flight, error)
+
+    def _land(self, flight: _Flight, response: bytes | None, error: UpstreamError | None) -> None:
+        if flight.finished:
+            return
+        flight.finished = True
+        if self._flights.get(flight.key) is flight:
+            del self._flights[flight.key]
         waiters, flight.waiters = flight.waiters, []
-        if task.cancelled():
-            # A tunnel change cancels the fetch after answering its waiters; anything else
-            # that cancels it (shutdown) still owes each waiter an answer.
+        if response is None:
+            assert error is not None
             for query, data, reply in waiters:
-                reply(self._tunnel_changed_servfail(query, data))
+                if error.kind == "epoch":
+                    reply(self._tunnel_changed_servfail(query, data))
+                else:
+                    reply(self._upstream_servfail(query, data, error))
             return
-        exc = task.exception()
-        if exc is not None:
-            error = (
-                exc
-                if isinstance(exc, UpstreamError)
-                else UpstreamError("protocol", "resolver", f"internal error: {exc!r}")
-            )
-            if not isinstance(exc, UpstreamError):
-                log.error("forward failed unexpectedly: %r", exc)
-            for query, data, reply in waiters:
-                reply(self._upstream_servfail(query, data, error))
-            return
-        response = task.result()
         if waiters and self.cache is not None and self._state().epoch == flight.epoch:
             self.cache.store(waiters[0][0], response, self._clock())
         for query, _, reply in waiters:
             self._count(Outcome.FORWARDED, query)
             reply(wire.patch_response(response, query.msg_id, query.qname, (), 0))
-
-    async def _fetch(self, data: bytes, state: TunnelState) -> bytes:
-        """Try the upstreams, healthy ones first by smoothed RTT, until one answers."""
-        last: UpstreamError | None = None
-        for index in self._order():
-            upstream, health = self.upstreams[index], self.health[index]
-            started = self._clock()
-            try:
-                response = await upstream.exchange(data, state)
-            except UpstreamError as exc:
-                health.failure(exc, self._clock())
-                last = exc
-                # ENODEV / ENETUNREACH etc.: the tunnel may have just gone; look now instead
-                # of waiting for the netlink event or the poll.
-                if exc.kind in ("connect", "tunnel") and not self._refresh().up:
-                    raise
-                continue
-            health.success(self._clock() - started)
-            return response
-        assert last is not None
-        raise last
 
     def _order(self) -> list[int]:
         now = self._clock()
@@ -287,6 +336,7 @@ class Resolver:
         flights = list(self._flights.values())
         self._flights.clear()
         for flight in flights:
+            flight.finished = True
             waiters, flight.waiters = flight.waiters, []
             for query, data, reply in waiters:
                 reply(self._tunnel_changed_servfail(query, data))

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from stubresolver import netbind, wire
@@ -34,6 +36,15 @@ _MAX_MESSAGE = 65535
 
 
 _random_id = random_id
+
+# Completion callback of the callback-based exchange: (answer, None) or (None, error).
+Done = Callable[[bytes | None, UpstreamError | None], None]
+# Withdraws a query sent with a callback (its caller was cancelled); ``done`` is then not called.
+Withdraw = Callable[[], None]
+
+
+def _nothing() -> None:
+    """The withdraw function of a query that already completed."""
 
 
 def _query_facts(query: bytes, label: str) -> tuple[int, bytes]:
@@ -111,8 +122,8 @@ class _PooledSocket:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.uses = 0
-        # wire ID -> (question key, future for the answer)
-        self.pending: dict[int, tuple[bytes, asyncio.Future[bytes]]] = {}
+        # wire ID -> (question key, completion callback, deadline timer)
+        self.pending: dict[int, tuple[bytes, Done, asyncio.TimerHandle]] = {}
 
 
 class UdpPool:
@@ -122,6 +133,9 @@ class UdpPool:
     a spoofing attempt or a late answer to a query that already timed out. Every socket is
     dropped when the epoch changes and after an error that says the path is gone (ENODEV,
     ENETUNREACH, EADDRNOTAVAIL: DESIGN.md kernel table).
+
+    The core is callback-based (`send`): a forwarded query costs no task and no future, which
+    was a third of the forwarding CPU; `exchange` wraps it for awaiting callers.
     """
 
     def __init__(self, dest: tuple[str, int], label: str, size: int = POOL_SIZE) -> None:
@@ -179,13 +193,14 @@ class UdpPool:
             if size < wire.HEADER_LEN:
                 continue
             msg = bytes(self._view[:size])
-            entry = pooled.pending.get(wire.get_id(msg))
-            if entry is None or not _is_answer(msg, wire.get_id(msg), entry[0]):
+            msg_id = (msg[0] << 8) | msg[1]
+            entry = pooled.pending.get(msg_id)
+            if entry is None or not _is_answer(msg, msg_id, entry[0]):
                 log.debug("%s: ignoring a datagram that does not match a query", self.label)
                 continue
-            future = entry[1]
-            if not future.done():
-                future.set_result(msg)
+            del pooled.pending[msg_id]
+            entry[2].cancel()
+            entry[1](msg, None)
 
     def _drop(self, pooled: _PooledSocket, error: UpstreamError | None) -> None:
         if pooled in self._socks:
@@ -194,40 +209,63 @@ class UdpPool:
         with contextlib.suppress(RuntimeError, ValueError, OSError):
             asyncio.get_running_loop().remove_reader(pooled.sock.fileno())
         pooled.sock.close()
-        for _, future in pooled.pending.values():
-            if not future.done():
-                future.set_exception(
-                    error or UpstreamError("epoch", self.label, "socket closed (tunnel changed)")
-                )
-        pooled.pending.clear()
+        pending, pooled.pending = pooled.pending, {}
+        failure = error or UpstreamError("epoch", self.label, "socket closed (tunnel changed)")
+        for _, done, timer in pending.values():
+            timer.cancel()
+            done(None, failure)
+
+    def send(
+        self, query: bytes, key: bytes, state: TunnelState, deadline: float, done: Done
+    ) -> Withdraw:
+        """Send ``query`` (any ID) on a pooled socket; ``done`` is called exactly once, with
+        the answer (carrying our wire ID) or an UpstreamError (timeout, connect, epoch),
+        unless the returned function is called first to withdraw the query."""
+        try:
+            pooled = self._pick(state)
+        except UpstreamError as exc:
+            done(None, exc)
+            return _nothing
+        msg_id = random_id()
+        while msg_id in pooled.pending:
+            msg_id = random_id()
+        loop = asyncio.get_running_loop()
+        timer = loop.call_at(deadline, self._expire, pooled, msg_id, deadline - loop.time())
+        pooled.pending[msg_id] = (key, done, timer)
+        pooled.uses += 1
+        try:
+            pooled.sock.send(wire.with_id(query, msg_id))
+        except (BlockingIOError, InterruptedError):
+            pass  # the socket buffer is full: as lost on the wire; the deadline answers
+        except OSError as exc:
+            error = UpstreamError("connect", self.label, f"udp: {netbind.errno_name(exc)}")
+            self._drop(pooled, error)
+            return _nothing
+        return functools.partial(self._withdraw, pooled, msg_id, timer)
+
+    def _expire(self, pooled: _PooledSocket, msg_id: int, timeout: float) -> None:
+        entry = pooled.pending.pop(msg_id, None)
+        if entry is not None:
+            entry[1](None, _timeout(self.label, timeout))
+
+    @staticmethod
+    def _withdraw(pooled: _PooledSocket, msg_id: int, timer: asyncio.TimerHandle) -> None:
+        entry = pooled.pending.get(msg_id)
+        if entry is not None and entry[2] is timer:
+            del pooled.pending[msg_id]
+            timer.cancel()
 
     async def exchange(
         self, query: bytes, key: bytes, state: TunnelState, deadline: float
     ) -> bytes:
-        """Send ``query`` (any ID) on a pooled socket; the answer comes back with our wire ID."""
-        loop = asyncio.get_running_loop()
-        pooled = self._pick(state)
-        msg_id = _random_id()
-        while msg_id in pooled.pending:
-            msg_id = _random_id()
-        future: asyncio.Future[bytes] = loop.create_future()
-        pooled.pending[msg_id] = (key, future)
-        pooled.uses += 1
-        expiry = loop.call_at(deadline, _expire, future, self.label, deadline - loop.time())
+        """`send` for awaiting callers."""
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        withdraw = self.send(query, key, state, deadline, functools.partial(_settle, future))
         try:
-            try:
-                pooled.sock.send(wire.with_id(query, msg_id))
-            except (BlockingIOError, InterruptedError):
-                await loop.sock_sendall(pooled.sock, wire.with_id(query, msg_id))
-            except OSError as exc:
-                error = UpstreamError("connect", self.label, f"udp: {netbind.errno_name(exc)}")
-                self._drop(pooled, error)
-                raise error from exc
             return await future
-        finally:
-            expiry.cancel()
-            if pooled.pending.get(msg_id, (b"", None))[1] is future:
-                del pooled.pending[msg_id]
+        except asyncio.CancelledError:
+            withdraw()
+            raise
 
     def close(self) -> None:
         """Drop every socket; queries waiting on them fail with kind ``epoch``."""
@@ -235,9 +273,14 @@ class UdpPool:
             self._drop(pooled, None)
 
 
-def _expire(future: asyncio.Future[bytes], label: str, timeout: float) -> None:
-    if not future.done():
-        future.set_exception(_timeout(label, timeout))
+def _settle(future: asyncio.Future[bytes], msg: bytes | None, error: UpstreamError | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        assert msg is not None
+        future.set_result(msg)
 
 
 class UdpUpstream:
@@ -248,22 +291,61 @@ class UdpUpstream:
         self.dest = (cfg.host, cfg.port)
         self.timeout = cfg.timeout
         self.pool = UdpPool(self.dest, self.url)
+        self._tasks: set[asyncio.Task[bytes]] = set()
 
-    async def exchange(self, query: bytes, state: TunnelState) -> bytes:
+    def exchange_cb(self, query: bytes, state: TunnelState, done: Done) -> Withdraw:
+        """Callback form of `exchange`: ``done(answer, None)`` or ``done(None, error)``,
+        exactly once; the answer carries ``query``'s ID."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        orig_id, key = _query_facts(query, self.url)
-        answer = await self.pool.exchange(query, key, state, deadline)
-        if wire.is_truncated(answer):
-            # RFC 7766 section 5: a truncated UDP answer is retried over TCP, same server.
-            out = wire.with_id(query, _random_id())
-            answer = await tcp_exchange(
-                state, self.dest, out, key, deadline=deadline, label=self.url
-            )
-        return wire.with_id(answer, orig_id)
+        try:
+            orig_id, key = _query_facts(query, self.url)
+        except UpstreamError as exc:
+            done(None, exc)
+            return _nothing
+
+        def answered(msg: bytes | None, error: UpstreamError | None) -> None:
+            if msg is None:
+                done(None, error)
+            elif wire.is_truncated(msg):
+                # RFC 7766 section 5: a truncated UDP answer is retried over TCP, same server.
+                out = wire.with_id(query, random_id())
+                task = loop.create_task(
+                    tcp_exchange(state, self.dest, out, key, deadline=deadline, label=self.url)
+                )
+                self._tasks.add(task)
+                task.add_done_callback(functools.partial(self._tcp_done, orig_id, done))
+            else:
+                done(wire.with_id(msg, orig_id), None)
+
+        return self.pool.send(query, key, state, deadline, answered)
+
+    def _tcp_done(self, orig_id: int, done: Done, task: asyncio.Task[bytes]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            done(None, UpstreamError("epoch", self.url, "TCP retry cancelled"))
+            return
+        error = task.exception()
+        if error is None:
+            done(wire.with_id(task.result(), orig_id), None)
+        elif isinstance(error, UpstreamError):
+            done(None, error)
+        else:
+            done(None, UpstreamError("protocol", self.url, f"TCP retry failed: {error!r}"))
+
+    async def exchange(self, query: bytes, state: TunnelState) -> bytes:
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        withdraw = self.exchange_cb(query, state, functools.partial(_settle, future))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            withdraw()
+            raise
 
     async def close(self) -> None:
         self.pool.close()
+        for task in list(self._tasks):
+            task.cancel()
 
 
 class TcpUpstream:
