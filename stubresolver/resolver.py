@@ -77,6 +77,8 @@ class UpstreamHealth:
         self.failures = 0
 
     def failure(self, error: UpstreamError, now: float) -> None:
+        if error.kind in ("tunnel", "epoch"):
+            return  # the tunnel's state, not this server's health
         if self.healthy or self.last_error != error.message:
             log.warning("upstream %s failed: %s: %s", self.url, error.kind, error.message)
         self.healthy = False
