@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from bench import run
+from bench import encrypted, run
 
 DNSPERF_TCP = """\
 DNS Performance Testing Tool
@@ -129,3 +129,67 @@ def test_median_ratio_and_targets() -> None:
     rss = next(t for t in run.TARGETS if t.key == "rss_100k")
     assert rss.check(59.9) == "PASS"
     assert rss.check(60.1) == "MISS"
+
+
+# ---- bench/encrypted.py (DoT/DoH workloads): config generation and small parsers
+
+
+def test_tls_upstream_config_serves_zone_over_dot_and_doh() -> None:
+    text = encrypted.tls_upstream_config(5300, 5301, 5302, "/tmp/x", "/k.key", "/c.pem", names=5)
+    for needed in (
+        "interface: 127.0.40.10@5300", "interface: 127.0.40.10@5301",
+        "interface: 127.0.40.10@5302", "tls-port: 5301", "https-port: 5302",
+        'tls-service-key: "/k.key"', 'tls-service-pem: "/c.pem"',
+        'http-endpoint: "/dns-query"', 'local-zone: "u.bench.example." redirect',
+    ):  # fmt: skip
+        assert needed in text
+    assert text.count("local-data:") == 6
+
+
+def test_forwarder_config_forwards_everything_over_authenticated_tls() -> None:
+    text = encrypted.forwarder_config(5400, 5301, "/ca.pem", "/tmp/x")
+    assert "interface: 127.0.40.11@5400" in text
+    assert 'tls-cert-bundle: "/ca.pem"' in text
+    assert "forward-tls-upstream: yes" in text
+    assert "forward-addr: 127.0.40.10@5301#dns.bench.example" in text
+    assert "local-data" not in text  # the forwarder holds no zone of its own
+
+
+def test_stub_config_with_encrypted_upstreams_parses(tmp_path: Path) -> None:
+    import yaml
+
+    from stubresolver.config import parse_config
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not parsed here\n")
+    for scheme, port in (("tls", 853), ("https", 8443)):
+        url = encrypted.upstream_url(scheme, "127.0.40.10", port)
+        text = encrypted.stub_config("127.0.40.12", 5500, url, str(ca), str(tmp_path))
+        cfg = parse_config(yaml.safe_load(text))
+        (up,) = cfg.upstreams
+        assert (up.scheme, up.host, up.port) == (scheme, "127.0.40.10", port)
+        assert up.auth_name == "dns.bench.example"
+        assert up.ca_file == str(ca)
+        assert up.path == ("/dns-query" if scheme == "https" else None)
+    assert (
+        encrypted.upstream_url("tls", "127.0.40.10", 853)
+        == "tls://127.0.40.10:853#dns.bench.example"
+    )
+
+
+def test_rotate_gives_each_front_end_each_slot() -> None:
+    orders = [encrypted.rotate(encrypted.FRONT_ENDS, r) for r in (1, 2, 3, 4)]
+    assert orders[0] == list(encrypted.FRONT_ENDS)
+    assert {o[0] for o in orders[:3]} == set(encrypted.FRONT_ENDS)
+    assert orders[3] == orders[0]
+
+
+def test_tcp_inodes_to_matches_established_connections_to_the_port() -> None:
+    proc_net_tcp = (
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid"
+        "  timeout inode\n"
+        "   0: 0100007F:A000 0A28007F:0355 01 00000000:00000000 00:00000000 00000000 0 0 111 1\n"
+        "   1: 0100007F:A001 0A28007F:0355 06 00000000:00000000 00:00000000 00000000 0 0 112 1\n"
+        "   2: 0100007F:A002 0B28007F:0355 01 00000000:00000000 00:00000000 00000000 0 0 113 1\n"
+    )
+    assert encrypted.tcp_inodes_to(proc_net_tcp, "127.0.40.10", 853) == {111}
