@@ -1,0 +1,174 @@
+"""config: the example file, defaults, and errors that name the key path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stubresolver.config import load_config, parse_config
+from stubresolver.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def base(**overrides: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {"upstreams": ["udp://10.8.0.1"]}
+    raw.update(overrides)
+    return raw
+
+
+def test_example_config_loads() -> None:
+    config = load_config(REPO / "config.example.yaml")
+    assert [str(a) for a in config.listen] == ["127.0.0.1:53", "[::1]:53"]
+    assert config.tunnel.interfaces == ("wg*", "tun*")
+    assert [u.scheme for u in config.upstreams] == ["udp", "tcp"]
+    assert not config.logging.queries  # privacy by default
+
+
+def test_defaults() -> None:
+    config = parse_config(base())
+    assert [str(a) for a in config.listen] == ["127.0.0.1:53", "[::1]:53"]
+    (up,) = config.upstreams
+    assert (up.host, up.port, up.timeout) == ("10.8.0.1", 53, 1.5)
+    assert config.cache.enabled and config.cache.flush_on_tunnel_change
+    assert config.cache.limits.max_entries == 10_000
+    assert config.server.tcp_idle_timeout == 10.0
+    assert str(config.state_dir) == "/var/lib/stubresolver"
+
+
+def test_upstream_forms() -> None:
+    config = parse_config(
+        base(
+            upstreams=[
+                "udp://10.8.0.1:5353",
+                "tcp://[fd00::1]",
+                {"url": "tls://10.8.0.1#dns.vpn.example", "timeout": 2},
+                "https://10.8.0.1:8443/q#dns.vpn.example",
+                "https://10.8.0.1#dns.vpn.example",
+            ]
+        )
+    )
+    udp, tcp, tls, doh, doh_default = config.upstreams
+    assert (udp.port, tcp.host, tcp.port) == (5353, "fd00::1", 53)
+    assert (tls.port, tls.auth_name, tls.timeout) == (853, "dns.vpn.example", 2.0)
+    assert (doh.port, doh.path, doh.auth_name) == (8443, "/q", "dns.vpn.example")
+    assert (doh_default.port, doh_default.path) == (443, "/dns-query")
+
+
+def test_reverse_via_vpn_and_listen_forms() -> None:
+    config = parse_config(
+        base(
+            listen=["127.0.0.53:53", "[::1]:5353", "::1"],
+            local={"reverse_via_vpn": ["10.8.0.0/24"]},
+        )
+    )
+    assert [str(a) for a in config.listen] == ["127.0.0.53:53", "[::1]:5353", "[::1]:53"]
+    assert [str(n) for n in config.local.reverse_via_vpn] == ["10.8.0.0/24"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "path", "words"),
+    [
+        ({"upstreams": ["udp://10.8.0.1"], "bogus": 1}, "bogus", "unknown key"),
+        ({}, "upstreams", "required"),
+        (base(upstreams=[]), "upstreams", "at least one"),
+        (base(upstreams=["udp://10.8.0.1", "udp://dns.example.com"]), "upstreams[1]", "IP"),
+        (base(upstreams=["quic://10.8.0.1"]), "upstreams[0]", "scheme"),
+        (base(upstreams=["tls://10.8.0.1"]), "upstreams[0]", "auth-name"),
+        (base(upstreams=["udp://10.8.0.1#name"]), "upstreams[0]", "no path"),
+        (base(upstreams=["udp://10.8.0.1:99999"]), "upstreams[0]", "port"),
+        (base(upstreams=[{"timeout": 1}]), "upstreams[0].url", "required"),
+        (base(upstreams=[{"url": "udp://10.8.0.1", "timeout": -1}]), "upstreams[0].timeout", "> 0"),
+        (
+            base(upstreams=[{"url": "udp://10.8.0.1", "spki_pins": ["x"]}]),
+            "upstreams[0].spki_pins[0]",
+            "base64",
+        ),
+        (base(upstreams=[{"url": "udp://10.8.0.1", "extra": 1}]), "upstreams[0].extra", "unknown"),
+        (
+            base(upstreams=[{"url": "tls://10.8.0.1#n", "ca_file": "/nonexistent/ca.pem"}]),
+            "upstreams[0].ca_file",
+            "readable",
+        ),
+        (base(listen=["127.0.0.1:0"]), "listen[0]", "out of range"),
+        (base(listen=["localhost:53"]), "listen[0]", "IP"),
+        (base(listen=["127.0.0.1:53", "127.0.0.1:53"]), "listen", "twice"),
+        (base(listen="127.0.0.1:53"), "listen", "list"),
+        (base(tunnel={"interfaces": ["a-very-long-interface-name"]}), "tunnel.interfaces[0]", "15"),
+        (base(tunnel={"interfaces": []}), "tunnel.interfaces", "at least one"),
+        (base(tunnel={"poll_interval": 0}), "tunnel.poll_interval", "> 0"),
+        (base(cache={"max_entries": -1}), "cache.max_entries", ">= 0"),
+        (base(cache={"max_entries": "many"}), "cache.max_entries", "integer"),
+        (base(cache={"enabled": "yes"}), "cache.enabled", "true or false"),
+        (base(cache={"min_ttl": 10, "max_ttl": 5}), "cache.min_ttl", "max_ttl"),
+        (base(server={"tcp_max_connections": 0}), "server.tcp_max_connections", ">= 1"),
+        (base(local={"reverse_via_vpn": ["10.8.0.0/33"]}), "local.reverse_via_vpn[0]", "CIDR"),
+        (base(logging={"level": "loud"}), "logging.level", "one of"),
+        (base(logging={"queries": 1}), "logging.queries", "true or false"),
+        (base(state_dir="relative/dir"), "state_dir", "absolute"),
+        (["a", "list"], "", "mapping"),
+    ],
+)
+def test_errors_name_the_key(raw: Any, path: str, words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert info.value.path.startswith(path) if path else info.value.path == ""
+    assert words in str(info.value)
+
+
+def test_yaml_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("upstreams: [udp://10.8.0.1\nlisten: {\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    assert "line" in str(info.value) and "column" in str(info.value)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="empty"):
+        load_config(empty)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_yaml_tags_are_not_executed(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("upstreams: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(evil)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stubresolver", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_config_cli(tmp_path: Path) -> None:
+    good = run_cli("check-config", "--config", str(REPO / "config.example.yaml"))
+    assert good.returncode == 0, good.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("upstreams:\n  - udp://10.8.0.1\n  - url: udp://vpn.example.com\n")
+    result = run_cli("check-config", "--config", str(bad))
+    assert result.returncode == 2
+    assert "upstreams[1].url" in result.stderr
+    assert "never a name" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_rejects_bad_config_before_binding(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "listen: ['127.0.0.1:53']\nupstreams: [udp://10.8.0.1]\ncache: {max_entries: x}\n"
+    )
+    result = run_cli("run", "--config", str(bad))
+    assert result.returncode == 2
+    assert "cache.max_entries" in result.stderr
