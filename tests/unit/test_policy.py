@@ -1,0 +1,113 @@
+"""policy: names answered locally at any tunnel state (RFC 6761, RFC 6762, RFC 6303)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import dns.message
+import dns.rcode
+import dns.reversename
+import pytest
+
+from stubresolver import wire
+from stubresolver.policy import LocalPolicy, reverse_network
+
+
+def ask(policy: LocalPolicy, name: str, rdtype: str = "A") -> dns.message.Message | None:
+    data = dns.message.make_query(name, rdtype).to_wire()
+    reply = policy.answer(wire.parse_query(data), data)
+    return None if reply is None else dns.message.from_wire(reply)
+
+
+@pytest.mark.parametrize(
+    ("name", "rdtype", "expected"),
+    [
+        ("localhost.", "A", "127.0.0.1"),
+        ("LocalHost.", "AAAA", "::1"),
+        ("app.localhost.", "A", "127.0.0.1"),
+    ],
+)
+def test_localhost(name: str, rdtype: str, expected: str) -> None:
+    reply = ask(LocalPolicy(), name, rdtype)
+    assert reply is not None
+    assert reply.rcode() == dns.rcode.NOERROR
+    assert [r.to_text() for r in reply.answer[0]] == [expected]
+
+
+def test_localhost_other_types_have_no_data() -> None:
+    reply = ask(LocalPolicy(), "localhost.", "MX")
+    assert reply is not None
+    assert reply.rcode() == dns.rcode.NOERROR
+    assert not reply.answer
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["invalid.", "x.invalid.", "printer.local.", "local.", "use-application-dns.net."],
+)
+def test_nxdomain_names(name: str) -> None:
+    reply = ask(LocalPolicy(), name)
+    assert reply is not None
+    assert reply.rcode() == dns.rcode.NXDOMAIN
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "www.example.",
+        "xuse-application-dns.net.",
+        "sub.use-application-dns.net.",
+        "notlocal.",
+        "localhost.example.",
+        "invalid.example.",
+    ],
+)
+def test_forwarded_names(name: str) -> None:
+    assert ask(LocalPolicy(), name) is None
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "10.1.2.3",
+        "192.168.1.1",
+        "172.16.0.1",
+        "172.31.255.255",
+        "169.254.1.1",
+        "127.0.0.1",
+        "100.64.0.1",
+        "fd00::1",
+        "fe80::1",
+        "::1",
+    ],
+)
+def test_private_reverse_is_nxdomain(address: str) -> None:
+    reply = ask(LocalPolicy(), dns.reversename.from_address(address).to_text(), "PTR")
+    assert reply is not None
+    assert reply.rcode() == dns.rcode.NXDOMAIN
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "172.32.0.1", "192.0.2.1", "2001:db8::1"])
+def test_public_reverse_is_forwarded(address: str) -> None:
+    assert ask(LocalPolicy(), dns.reversename.from_address(address).to_text(), "PTR") is None
+
+
+def test_partial_reverse_zones() -> None:
+    policy = LocalPolicy()
+    assert ask(policy, "168.192.in-addr.arpa.", "SOA") is not None  # inside 192.168/16
+    assert ask(policy, "172.in-addr.arpa.", "SOA") is None  # 172/8 is mostly public
+    assert ask(policy, "in-addr.arpa.", "SOA") is None
+    assert ask(policy, "x.10.in-addr.arpa.", "PTR") is None  # not a reverse name
+
+
+def test_reverse_via_vpn() -> None:
+    policy = LocalPolicy([ipaddress.ip_network("10.8.0.0/24")])
+    assert ask(policy, "5.0.8.10.in-addr.arpa.", "PTR") is None
+    assert ask(policy, "5.0.9.10.in-addr.arpa.", "PTR") is not None
+
+
+def test_reverse_network() -> None:
+    assert str(reverse_network(b"\x0210\x07in-addr\x04arpa\x00")) == "10.0.0.0/8"
+    name = wire.encode_name(dns.reversename.from_address("fd00::1").to_text())
+    assert str(reverse_network(name)) == "fd00::1/128"
+    assert reverse_network(b"\x03300\x07in-addr\x04arpa\x00") is None
