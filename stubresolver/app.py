@@ -14,13 +14,16 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from stubresolver import __version__
 from stubresolver.cache import Cache
 from stubresolver.config import Config, load_config
-from stubresolver.errors import ConfigError
+from stubresolver.control import ControlServer, render_status
+from stubresolver.errors import ConfigError, StubError
 from stubresolver.policy import LocalPolicy
 from stubresolver.resolver import Resolver
 from stubresolver.server import DnsServer
@@ -94,6 +97,8 @@ class Service:
         self._unsubscribe = self.monitor.subscribe(self._on_tunnel)
         self._stop = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self._control: ControlServer | None = None
+        self._started = time.monotonic()
 
     def _on_tunnel(self, old: TunnelState, new: TunnelState) -> None:
         self.resolver.tunnel_changed(old, new)
@@ -105,6 +110,8 @@ class Service:
         except BaseException:
             await self.monitor.stop()
             raise
+        self._started = time.monotonic()
+        await self._start_control()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
@@ -125,25 +132,69 @@ class Service:
             log.info("shutting down")
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            if self._control is not None:
+                await self._control.close()
             await self.server.close()
             await self.resolver.close()
             await self.monitor.stop()
 
+    async def _start_control(self) -> None:
+        """The control socket is a convenience, not part of the leak promise: when it cannot
+        be made, say so and keep serving DNS."""
+        path = self.config.control_socket
+        if path is None:
+            return
+        control = ControlServer(path, self)
+        try:
+            await control.start()
+        except (OSError, StubError) as exc:
+            log.warning("control socket %s unavailable (%s); serving DNS without it", path, exc)
+            return
+        self._control = control
+
     def stop(self) -> None:
         self._stop.set()
 
-    def reload(self) -> None:
-        """SIGHUP: re-read the config; a bad one is rejected and the old one keeps serving."""
+    # --- what the control socket drives (stubresolver.control.Controlled) -----------------
+
+    def control_status(self) -> dict[str, Any]:
+        return render_status(
+            version=__version__,
+            uptime=time.monotonic() - self._started,
+            listen=self.config.listen,
+            tunnel=self.monitor.state,
+            netlink=self.monitor.netlink_active,
+            resolver=self.resolver,
+            config_path=self.config_path,
+        )
+
+    def flush_cache(self) -> int:
+        cache = self.resolver.cache
+        count = cache.flush() if cache is not None else 0
+        log.info("cache flushed on request (%d entries)", count)
+        return count
+
+    def refresh_tunnel(self) -> tuple[TunnelState, TunnelState]:
+        """A VPN hook says the tunnel changed: look now instead of waiting for netlink or
+        the poll. A change is published (epoch, flush, pools) by the monitor as usual."""
+        before = self.monitor.state
+        return before, self.monitor.refresh()
+
+    def reload(self) -> str | None:
+        """SIGHUP or `stubresolver reload`: re-read the config; a bad one is rejected and the
+        old one keeps serving. Returns None when applied, else the reason it was rejected."""
         if self.config_path is None:
-            return
+            return "no config file to reload (started without --config)"
         try:
             new = load_config(self.config_path)
             resolver = build_resolver(new, self.monitor)
         except ConfigError as exc:
             log.error("reload rejected, keeping the running config: %s", exc)
-            return
+            return str(exc)
         if new.listen != self.config.listen or new.server != self.config.server:
             log.warning("listen/server changes take effect only after a restart")
+        if new.control_socket != self.config.control_socket:
+            log.warning("control_socket changes take effect only after a restart")
         if new.tunnel != self.config.tunnel:
             self.monitor.patterns = new.tunnel.interfaces
             self.monitor.poll_interval = new.tunnel.poll_interval
@@ -158,6 +209,7 @@ class Service:
         # The patterns may have changed: look at the interfaces again under the new rules.
         self.monitor.refresh()
         log.info("config reloaded from %s", self.config_path)
+        return None
 
 
 def serve(config: Config, config_path: Path | None) -> None:

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from stubresolver import __version__
-from stubresolver.config import load_config
+from stubresolver.config import DEFAULT_CONTROL_SOCKET, load_config
 from stubresolver.errors import ConfigError
 
 DEFAULT_CONFIG = "/etc/stubresolver/config.yaml"
 EXIT_CONFIG = 2  # like argparse: the invocation cannot work as given
 EXIT_RUNTIME = 1
+
+# Commands that talk to the running daemon over the control socket (stubresolver.control).
+CONTROL_COMMANDS = {
+    "status": "show the running daemon's tunnel, upstreams, cache and query outcomes",
+    "flush": "drop every cached answer",
+    "tunnel-changed": "look at the tunnel now (for VPN up/down hooks)",
+    "reload": "re-read the config like SIGHUP (exit 2 and the reason if it is rejected)",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,11 +41,134 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument(
             "--config", "-c", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})"
         )
+    for name, text in CONTROL_COMMANDS.items():
+        cmd = sub.add_parser(name, help=text, description=text)
+        where = cmd.add_mutually_exclusive_group()
+        where.add_argument(
+            "--socket",
+            "-s",
+            help=f"the daemon's control socket (default {DEFAULT_CONTROL_SOCKET}, or "
+            "control_socket from --config)",
+        )
+        where.add_argument("--config", "-c", help="read control_socket from this config file")
+        if name == "status":
+            cmd.add_argument("--json", action="store_true", help="print the raw JSON status")
     return parser
+
+
+def _socket_path(args: argparse.Namespace) -> Path:
+    """--socket, else control_socket from --config, else the default. Raises ConfigError."""
+    if args.socket:
+        return Path(args.socket)
+    if args.config:
+        config = load_config(args.config)
+        if config.control_socket is None:
+            raise ConfigError("control_socket", f"is turned off in {args.config}")
+        return config.control_socket
+    return Path(DEFAULT_CONTROL_SOCKET)
+
+
+def _control(args: argparse.Namespace) -> int:
+    from stubresolver.control import ControlError, request  # noqa: PLC0415 - keep run light
+
+    try:
+        path = _socket_path(args)
+    except ConfigError as exc:
+        print(f"stubresolver: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        response = request(path, args.command)
+    except ControlError as exc:
+        print(f"stubresolver: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    if not response["ok"]:
+        print(f"stubresolver {args.command}: {response.get('error')}", file=sys.stderr)
+        return EXIT_CONFIG if args.command == "reload" else EXIT_RUNTIME
+    if args.command == "status":
+        print(json.dumps(response, indent=2) if args.json else format_status(response))
+    elif args.command == "flush":
+        print(f"flushed {response.get('flushed', 0)} cached answer(s)")
+    elif args.command == "tunnel-changed":
+        tunnel = response.get("tunnel") or {}
+        news = "changed" if response.get("changed") else "unchanged"
+        print(f"tunnel {_tunnel_text(tunnel)} ({news})")
+    else:
+        print("config reloaded")
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days}d"] if days else []
+    if days or hours:
+        parts.append(f"{hours}h")
+    if days or hours or minutes:
+        parts.append(f"{minutes}m")
+    parts.append(f"{secs}s")
+    return " ".join(parts)
+
+
+def _tunnel_text(tunnel: dict[str, Any]) -> str:
+    if not tunnel.get("up"):
+        name = tunnel.get("ifname")
+        return f"down{f' ({name})' if name else ''}, epoch {tunnel.get('epoch')}"
+    addresses = ", ".join(tunnel.get("addresses") or []) or "-"
+    return (
+        f"up on {tunnel.get('ifname')} (ifindex {tunnel.get('ifindex')}, {addresses}), "
+        f"epoch {tunnel.get('epoch')}"
+    )
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """The human-readable `status` summary."""
+    lines = [
+        f"stubresolver {status.get('version')}, pid {status.get('pid')}, "
+        f"up {_duration(float(status.get('uptime') or 0))}",
+        f"listening on {', '.join(status.get('listen') or [])}",
+        f"tunnel: {_tunnel_text(status.get('tunnel') or {})}",
+    ]
+    if not (status.get("tunnel") or {}).get("up"):
+        lines.append("        every query that needs the upstreams is REFUSED until it is up")
+    lines.append("upstreams:")
+    for up in status.get("upstreams") or []:
+        srtt = up.get("srtt_ms")
+        text = [
+            f"  {up.get('url')}",
+            "healthy" if up.get("healthy") else "UNHEALTHY",
+            f"srtt {srtt:.1f} ms" if isinstance(srtt, int | float) else "srtt -",
+            f"answers {up.get('answers')}",
+            f"failures {up.get('failures')}",
+        ]
+        if "open_connections" in up:
+            text.append(
+                f"connections {up['open_connections']}, handshakes {up.get('handshakes')} "
+                f"({up.get('resumed')} resumed)"
+            )
+        lines.append("  ".join(text))
+        if up.get("last_error"):
+            lines.append(f"      last error: {up['last_error']}")
+    cache = status.get("cache") or {}
+    if cache.get("enabled"):
+        lines.append(
+            f"cache: {cache.get('entries')} entries, {cache.get('bytes')} bytes, "
+            f"{cache.get('hits')} hits, {cache.get('misses')} misses"
+        )
+    else:
+        lines.append("cache: disabled")
+    counted = {k: v for k, v in (status.get("outcomes") or {}).items() if v}
+    lines.append(
+        "outcomes: " + (", ".join(f"{k} {v}" for k, v in counted.items()) or "no queries yet")
+    )
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in CONTROL_COMMANDS:
+        return _control(args)
     path = Path(args.config)
     try:
         config = load_config(path)

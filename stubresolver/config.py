@@ -25,6 +25,9 @@ T = TypeVar("T")
 DEFAULT_PORTS = {"udp": 53, "tcp": 53, "tls": 853, "https": 443}
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@*?\[\]-]{1,15}$")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_CONTROL_SOCKET = "/run/stubresolver/control.sock"
+# sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL (unix(7)).
+_SUN_PATH_MAX = 107
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,10 @@ class Config:
     local: LocalConfig
     logging: LoggingConfig
     state_dir: Path
+    #: The local control socket (`stubresolver status`, VPN hooks); None: no control socket.
+    #: Defaults to None when a Config is built in code, /run/stubresolver/control.sock when
+    #: read from a file without the key.
+    control_socket: Path | None = None
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -347,7 +354,33 @@ def _parse_logging(raw: object) -> LoggingConfig:
     return LoggingConfig(level, _get(section, "queries", "logging", bool, False))
 
 
-_TOP_KEYS = ("listen", "upstreams", "state_dir", "tunnel", "cache", "server", "local", "logging")
+_TOP_KEYS = (
+    "listen",
+    "upstreams",
+    "state_dir",
+    "control_socket",
+    "tunnel",
+    "cache",
+    "server",
+    "local",
+    "logging",
+)
+
+
+def _parse_control_socket(top: Mapping[str, Any]) -> Path | None:
+    """``control_socket``: an absolute path; ``""`` or null turns the control socket off."""
+    if "control_socket" in top and top["control_socket"] in (None, ""):
+        return None
+    text = _get(top, "control_socket", "", str, DEFAULT_CONTROL_SOCKET)
+    if not text.startswith("/"):
+        raise ConfigError("control_socket", f"{text!r} must be an absolute path")
+    if len(text.encode()) > _SUN_PATH_MAX or "\0" in text:
+        raise ConfigError(
+            "control_socket", f"{text!r} is not a usable UNIX socket path (at most 107 bytes)"
+        )
+    if text.endswith("/"):
+        raise ConfigError("control_socket", f"{text!r} names a directory, not a socket file")
+    return Path(text)
 
 
 def parse_config(raw: object) -> Config:
@@ -378,6 +411,7 @@ def parse_config(raw: object) -> Config:
         local=_parse_local(top.get("local")),
         logging=_parse_logging(top.get("logging")),
         state_dir=Path(state_dir),
+        control_socket=_parse_control_socket(top),
     )
 
 
