@@ -1,0 +1,246 @@
+"""resolver: the order of decisions, fail-closed refusal, single-flight, failover, epochs.
+
+Upstreams here are fakes that live in the test suite (STYLE.md 9): one fails the test if it is
+ever called, which is how "the tunnel is down, so nothing is sent" is asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import dns.edns
+import dns.message
+import dns.rcode
+import dns.rrset
+import pytest
+
+from stubresolver import wire
+from stubresolver.cache import Cache
+from stubresolver.errors import UpstreamError
+from stubresolver.policy import LocalPolicy
+from stubresolver.resolver import Outcome, Resolver
+from stubresolver.tunnel_state import TunnelState
+
+UP = TunnelState(up=True, ifname="wg0", ifindex=7, addresses=("10.66.0.2",), epoch=1)
+DOWN = TunnelState(up=False, ifname="wg0", ifindex=7, addresses=(), epoch=2)
+
+
+def query(name: str = "www.example.", msg_id: int = 1, **kw: object) -> bytes:
+    msg = dns.message.make_query(name, "A", **kw)  # type: ignore[arg-type]
+    msg.id = msg_id
+    return msg.to_wire()
+
+
+def answer_for(data: bytes, address: str = "192.0.2.1") -> bytes:
+    q = dns.message.from_wire(data)
+    msg = dns.message.make_response(q)
+    msg.answer.append(dns.rrset.from_text(q.question[0].name, 300, "IN", "A", address))
+    return msg.to_wire()
+
+
+class MustNotBeCalled:
+    url = "udp://must-not-be-called"
+
+    async def exchange(self, query: bytes, state: TunnelState) -> bytes:
+        pytest.fail(f"upstream reached while it must not be: {state}")
+
+    async def close(self) -> None:
+        pass
+
+
+class Fake:
+    """Answers after an optional gate; records what it was sent."""
+
+    def __init__(self, url: str = "udp://fake", fail: UpstreamError | None = None) -> None:
+        self.url = url
+        self.fail = fail
+        self.sent: list[bytes] = []
+        self.gate: asyncio.Event | None = None
+        self.closed = 0
+
+    async def exchange(self, query: bytes, state: TunnelState) -> bytes:
+        self.sent.append(query)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        return answer_for(query)
+
+    async def close(self) -> None:
+        self.closed += 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(
+    upstreams: list[object],
+    state: Callable[[], TunnelState] = lambda: UP,
+    clock: Clock | None = None,
+) -> Resolver:
+    return Resolver(
+        upstreams=upstreams,  # type: ignore[arg-type]
+        tunnel_state=state,
+        refresh_tunnel=state,
+        tunnel_label="wg*",
+        cache=Cache(),
+        policy=LocalPolicy(),
+        clock=clock or Clock(),
+    )
+
+
+async def resolve(resolver: Resolver, data: bytes) -> dns.message.Message:
+    response, parsed = resolver.answer_now(data)
+    if response is None:
+        assert parsed is not None
+        response = await resolver.forward(parsed, data)
+    return dns.message.from_wire(response)
+
+
+def ede(msg: dns.message.Message) -> tuple[int, str]:
+    (option,) = [o for o in msg.options if o.otype == dns.edns.EDE]
+    assert isinstance(option, dns.edns.EDEOption)
+    return option.code, option.text or ""
+
+
+def test_tunnel_down_refuses_with_ede_and_sends_nothing() -> None:
+    resolver = make([MustNotBeCalled()], state=lambda: DOWN)
+    reply = asyncio.run(resolve(resolver, query(use_edns=0)))
+    assert reply.rcode() == dns.rcode.REFUSED
+    assert ede(reply) == (23, "tunnel wg0 down")
+    assert resolver.stats.outcomes[Outcome.REFUSED_TUNNEL_DOWN] == 1
+
+
+def test_absent_tunnel_names_the_patterns() -> None:
+    absent = TunnelState(up=False, ifname=None, ifindex=None, addresses=(), epoch=0)
+    resolver = make([MustNotBeCalled()], state=lambda: absent)
+    reply = asyncio.run(resolve(resolver, query(use_edns=0)))
+    assert ede(reply) == (23, "tunnel wg* down")
+
+
+def test_local_names_answered_while_down() -> None:
+    resolver = make([MustNotBeCalled()], state=lambda: DOWN)
+    reply = asyncio.run(resolve(resolver, query("localhost.")))
+    assert [r.to_text() for r in reply.answer[0]] == ["127.0.0.1"]
+    assert resolver.stats.outcomes[Outcome.LOCAL] == 1
+
+
+def test_forward_then_cache_hit() -> None:
+    fake = Fake()
+    resolver = make([fake])
+
+    async def body() -> None:
+        first = await resolve(resolver, query(msg_id=11))
+        second = await resolve(resolver, query("WWW.example.", msg_id=12))
+        assert first.id == 11 and second.id == 12
+        assert str(second.question[0].name) == "WWW.example."
+
+    asyncio.run(body())
+    assert len(fake.sent) == 1
+    assert resolver.stats.outcomes[Outcome.FORWARDED] == 1
+    assert resolver.stats.outcomes[Outcome.CACHED] == 1
+
+
+def test_single_flight_fans_out_with_each_clients_id_and_case() -> None:
+    fake = Fake()
+    resolver = make([fake])
+
+    async def body() -> list[dns.message.Message]:
+        fake.gate = asyncio.Event()
+        pending = [
+            asyncio.ensure_future(resolve(resolver, query(name, msg_id=i)))
+            for i, name in enumerate(["www.example.", "WWW.EXAMPLE.", "wWw.ExAmPlE."], 100)
+        ]
+        await asyncio.sleep(0.01)
+        fake.gate.set()
+        return list(await asyncio.gather(*pending))
+
+    replies = asyncio.run(body())
+    assert len(fake.sent) == 1
+    assert [r.id for r in replies] == [100, 101, 102]
+    assert [str(r.question[0].name) for r in replies] == [
+        "www.example.",
+        "WWW.EXAMPLE.",
+        "wWw.ExAmPlE.",
+    ]
+    assert all(r.answer[0][0].to_text() == "192.0.2.1" for r in replies)
+
+
+def test_failover_to_the_next_upstream_and_health() -> None:
+    broken = Fake("udp://broken", fail=UpstreamError("timeout", "udp://broken", "no answer"))
+    good = Fake("udp://good")
+    resolver = make([broken, good])
+    reply = asyncio.run(resolve(resolver, query()))
+    assert reply.rcode() == dns.rcode.NOERROR
+    assert len(broken.sent) == 1 and len(good.sent) == 1
+    assert not resolver.health[0].healthy
+    assert resolver.health[0].last_error == "no answer"
+    assert resolver.health[1].healthy
+    # The broken one now rests: the next query goes to the good one first.
+    asyncio.run(resolve(resolver, query("other.example.")))
+    assert len(broken.sent) == 1
+    assert len(good.sent) == 2
+
+
+def test_all_upstreams_fail_gives_servfail_with_reason() -> None:
+    error = UpstreamError("tls", "tls://x", "certificate verify failed: Hostname mismatch")
+    resolver = make([Fake("tls://x", fail=error)])
+    reply = asyncio.run(resolve(resolver, query(use_edns=0)))
+    assert reply.rcode() == dns.rcode.SERVFAIL
+    code, text = ede(reply)
+    assert code == 22
+    assert "Hostname mismatch" in text
+    assert resolver.stats.outcomes[Outcome.SERVFAIL_UPSTREAM] == 1
+
+
+def test_tunnel_change_fails_in_flight_queries_at_once_and_flushes() -> None:
+    state = {"now": UP}
+    slow = Fake()
+    resolver = make([slow], state=lambda: state["now"])
+
+    async def body() -> tuple[dns.message.Message, float]:
+        warm = query("cached.example.")
+        await resolve(resolver, warm)
+        assert resolver.cache is not None and len(resolver.cache) == 1
+        slow.gate = asyncio.Event()  # never set: only the tunnel change can end the wait
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(resolve(resolver, query(use_edns=0)))
+        await asyncio.sleep(0.01)
+        started = loop.time()
+        state["now"] = DOWN
+        resolver.tunnel_changed(UP, DOWN)
+        reply = await asyncio.wait_for(task, 1.0)
+        return reply, loop.time() - started
+
+    reply, waited = asyncio.run(body())
+    assert reply.rcode() == dns.rcode.SERVFAIL
+    assert ede(reply)[0] == 23
+    assert waited < 0.5
+    assert resolver.cache is not None and len(resolver.cache) == 0
+    assert resolver.stats.outcomes[Outcome.SERVFAIL_TUNNEL_CHANGED] == 1
+
+
+def test_ecs_is_stripped_before_forwarding() -> None:
+    fake = Fake()
+    resolver = make([fake])
+    ecs = dns.edns.ECSOption("198.51.100.0", 24)
+    asyncio.run(resolve(resolver, query(use_edns=0, options=[ecs], want_dnssec=True)))
+    sent = dns.message.from_wire(fake.sent[0])
+    assert not [o for o in sent.options if o.otype == dns.edns.ECS]
+    assert sent.edns == 0
+
+
+def test_bad_input_outcomes() -> None:
+    resolver = make([MustNotBeCalled()])
+    assert resolver.answer_now(b"\x00") == (None, None)
+    response, parsed = resolver.answer_now(b"\xbe\xef\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00")
+    assert parsed is None and response is not None
+    assert response[3] & 0x0F == wire.FORMERR
+    assert resolver.stats.outcomes[Outcome.DROPPED] == 1
+    assert resolver.stats.outcomes[Outcome.FORMERR] == 1
