@@ -1,0 +1,361 @@
+"""Helpers for the encrypted-upstream end-to-end tests (test_encrypted_e2e.py).
+
+Built only from the public parts of `world.py` and `harness.py` (which another engineer
+owns): a throwaway PKI made with the openssl CLI, unbound serving DoT (853) and DoH (443) on
+the VPN tunnel address inside the VPN namespace, the stub started with an upstream list of
+our choosing, and packet captures (tcpdump) inside a namespace, parsed into ports.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from .harness import Stub
+from .world import (
+    C_TUN_ADDR,
+    LOAD_ADDR,
+    LOAD_ZONE,
+    REPO_ROOT,
+    VPN_TUN_ADDR,
+    WWW_ADDR,
+    WWW_NAME,
+    Process,
+    World,
+    WorldError,
+    run,
+)
+
+AUTH_NAME: Final = "dns.test.example"
+WRONG_NAME: Final = "wrong.test.example"
+DOT_PORT: Final = 853
+DOH_PORT: Final = 443
+DOH_PATH: Final = "/dns-query"
+
+
+# ------------------------------------------------------------------------------- PKI
+
+
+def _openssl(*args: str, stdin: bytes | None = None) -> bytes:
+    done = subprocess.run(["openssl", *args], input=stdin, capture_output=True, check=False)
+    if done.returncode != 0:
+        raise WorldError(f"openssl {' '.join(args)}: {done.stderr.decode(errors='replace')}")
+    return done.stdout
+
+
+@dataclass(frozen=True)
+class Pki:
+    """A test CA, a leaf for AUTH_NAME (and the VPN tunnel IP) signed by it, an unrelated
+    CA (for "untrusted CA") and an unrelated key (for "wrong pin")."""
+
+    ca: Path
+    chain: Path  # leaf then CA, as unbound's tls-service-pem wants it
+    key: Path
+    other_ca: Path
+    other_key: Path
+
+    def pin(self, key: Path | None = None) -> str:
+        """base64 SHA-256 of the SubjectPublicKeyInfo of `key` (default: the server's)."""
+        der = _openssl("pkey", "-in", str(key or self.key), "-pubout", "-outform", "DER")
+        return base64.b64encode(_openssl("dgst", "-sha256", "-binary", stdin=der)).decode()
+
+
+def make_pki(tmp: Path) -> Pki:
+    """Generate the PKI under `tmp` (EC P-256: fast to make)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+
+    def key(name: str) -> Path:
+        path = tmp / f"{name}.key"
+        _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                 "-out", str(path))  # fmt: skip
+        return path
+
+    def ca(name: str) -> tuple[Path, Path]:
+        k = key(name)
+        cert = tmp / f"{name}.pem"
+        _openssl("req", "-x509", "-new", "-key", str(k), "-days", "2",
+                 "-subj", f"/CN=stubresolver e2e {name}",
+                 "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", str(cert))  # fmt: skip
+        return cert, k
+
+    ca_cert, ca_key = ca("ca")
+    other_ca, _ = ca("otherca")
+    leaf_key = key("server")
+    csr = tmp / "server.csr"
+    _openssl("req", "-new", "-key", str(leaf_key), "-subj", f"/CN={AUTH_NAME}", "-out", str(csr))
+    ext = tmp / "server.ext"
+    ext.write_text(
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth\n"
+        f"subjectAltName=DNS:{AUTH_NAME},IP:{VPN_TUN_ADDR}\n"
+    )
+    leaf = tmp / "server-leaf.pem"
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
+             "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(leaf))  # fmt: skip
+    chain = tmp / "server.pem"
+    chain.write_bytes(leaf.read_bytes() + ca_cert.read_bytes())
+    return Pki(ca=ca_cert, chain=chain, key=leaf_key, other_ca=other_ca, other_key=key("other"))
+
+
+# ---------------------------------------------------------------- DoT/DoH server (VPN ns)
+
+
+_QUERY_LINE_RE: Final = re.compile(rf" info: {re.escape(C_TUN_ADDR)} \S+ \S+ IN$")
+
+
+@dataclass
+class TlsServer:
+    """unbound in the VPN namespace serving DoT and DoH on the tunnel address."""
+
+    proc: Process
+    log: Path
+
+    def client_queries(self) -> int:
+        """Queries logged from the client's tunnel address (log-queries: yes), i.e. lines
+        "info: 100.66.0.2 <name> <type> IN"; not "ssl handshake failed 100.66.0.2 port ..."."""
+        try:
+            text = self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return 0
+        return sum(1 for line in text.splitlines() if _QUERY_LINE_RE.search(line))
+
+
+def start_tls_server(world: World, pki: Pki, timeout: float = 10.0) -> TlsServer:
+    """Start unbound (DoT :853, DoH :443, TCP only) in the VPN namespace; wait until both
+    ports listen. It serves the same zone as the world's plain resolver, so the probes and
+    the load generator of the leak tests get the same answers."""
+    workdir = world.tmp / "tls-unbound"
+    workdir.mkdir(exist_ok=True)
+    log = workdir / "unbound.log"
+    conf = workdir / "unbound.conf"
+    conf.write_text(
+        f"""server:
+  username: ""
+  chroot: ""
+  directory: "{workdir}"
+  pidfile: ""
+  do-daemonize: no
+  use-syslog: no
+  logfile: "{log}"
+  verbosity: 1
+  log-queries: yes
+  num-threads: 1
+  so-reuseport: no
+  interface: {VPN_TUN_ADDR}@{DOT_PORT}
+  interface: {VPN_TUN_ADDR}@{DOH_PORT}
+  tls-port: {DOT_PORT}
+  https-port: {DOH_PORT}
+  tls-service-key: "{pki.key}"
+  tls-service-pem: "{pki.chain}"
+  http-endpoint: "{DOH_PATH}"
+  do-ip4: yes
+  do-ip6: no
+  do-udp: no
+  do-tcp: yes
+  tcp-idle-timeout: 30000
+  access-control: 100.66.0.0/24 allow
+  module-config: "iterator"
+  # Authoritative-only: nothing outside the test zone is ever recursed for.
+  local-zone: "." static
+  local-zone: "example." static
+  local-data: "{WWW_NAME} 300 IN A {WWW_ADDR}"
+  local-zone: "{LOAD_ZONE}" redirect
+  local-data: "{LOAD_ZONE} 60 IN A {LOAD_ADDR}"
+remote-control:
+  control-enable: no
+"""
+    )
+    run(["unbound-checkconf", str(conf)])
+    proc = world.spawn("vpn-unbound-tls", world.ns_vpn, ["unbound", "-d", "-c", str(conf)])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise WorldError(f"unbound (DoT/DoH) exited:\n{proc.log_tail()}\n{_tail(log)}")
+        listening = world.ns_run(world.ns_vpn, ["ss", "-Hltn"], check=False).stdout
+        if all(f"{VPN_TUN_ADDR}:{p} " in listening for p in (DOT_PORT, DOH_PORT)):
+            return TlsServer(proc, log)
+        time.sleep(0.05)
+    raise WorldError(f"unbound (DoT/DoH) did not listen within {timeout}s:\n{_tail(log)}")
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"<no log: {exc}>"
+
+
+# ----------------------------------------------------------------------------- the stub
+
+
+def upstream_entry(
+    scheme: str,
+    pki: Pki,
+    *,
+    auth_name: str = AUTH_NAME,
+    ca_file: Path | None = None,
+    pins: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """One `upstreams:` mapping for DoT or DoH to the VPN resolver."""
+    if scheme == "tls":
+        url = f"tls://{VPN_TUN_ADDR}:{DOT_PORT}#{auth_name}"
+    elif scheme == "https":
+        url = f"https://{VPN_TUN_ADDR}{DOH_PATH}#{auth_name}"
+    else:
+        raise ValueError(scheme)
+    entry: dict[str, Any] = {"url": url, "ca_file": str(ca_file or pki.ca)}
+    if pins:
+        entry["spki_pins"] = list(pins)
+    return entry
+
+
+class ConfiguredStub(Stub):
+    """The harness's Stub (same process handling, readiness probe and stop), started with an
+    upstream list of the test's choosing instead of the harness's fixed `udp://`."""
+
+    def __init__(self, world: World, upstreams: list[Any]) -> None:
+        super().__init__(world)
+        self.upstreams = upstreams
+
+    def start(self, *, wait_ready: bool = True) -> None:
+        assert self.proc is None, "stub already running"
+        self.runs += 1
+        home = Path(tempfile.mkdtemp(prefix="stub-enc-", dir=self.world.tmp))
+        (home / "state").mkdir()
+        config = {
+            "listen": ["127.0.0.1:53"],
+            "tunnel": {"interfaces": [self.world.tun_c]},
+            "upstreams": self.upstreams,
+            "state_dir": str(home / "state"),
+            "logging": {"level": "debug"},
+            # Our own control socket: the default /run/stubresolver/control.sock is one path
+            # for every stub on the host, whatever namespace it runs in.
+            "control_socket": str(home / "control.sock"),
+        }
+        cfg_path = home / "config.yaml"
+        cfg_path.write_text(json.dumps(config, indent=2) + "\n")  # JSON is YAML
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
+        self.proc = self.world.spawn(
+            home.name,
+            self.world.ns_c,
+            [sys.executable, "-m", "stubresolver", "run", "--config", str(cfg_path)],
+            env=env,
+            cwd=REPO_ROOT,
+        )
+        if wait_ready:
+            self.wait_ready()
+
+
+# ----------------------------------------------------------------------------- captures
+
+# `tcpdump -nn -q` lines: "IP 100.66.0.2.41234 > 100.66.0.1.853: tcp 0" (also IP6).
+_PACKET_RE: Final = re.compile(r"\bIP6? (\S+)\.(\d+) > (\S+)\.(\d+): (.*)$")
+# The kernel's router solicitations / MLD reports when a device comes up: no ports, no DNS.
+_LINK_NOISE_RE: Final = re.compile(r"\bIP6 fe80:\S+ > ff02::\S+: ICMP6, ")
+_KNOWN_PORTS: Final = frozenset({53, 443, 853, 51820, 1194})
+
+
+@dataclass(frozen=True)
+class Packet:
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    proto: str  # "tcp" | "udp" | "?"
+
+    @property
+    def ports(self) -> tuple[int, int]:
+        return (self.sport, self.dport)
+
+
+@dataclass
+class CaptureResult:
+    iface: str
+    packets: list[Packet]
+    unparsed: list[str]  # packets without ports (ICMP, ARP, ...): also evidence
+    link_noise: list[str]  # the kernel's own IPv6 link chatter (fe80:: -> ff02::), not DNS
+
+    def touching(self, port: int) -> list[Packet]:
+        return [p for p in self.packets if port in p.ports]
+
+    def port_summary(self) -> dict[str, int]:
+        """How many packets per (proto, service port): a well-known port of the pair when
+        there is one, else the lower port."""
+
+        def service(p: Packet) -> int:
+            known = [port for port in p.ports if port in _KNOWN_PORTS]
+            return known[0] if known else min(p.ports)
+
+        counts: Counter[str] = Counter(f"{p.proto}/{service(p)}" for p in self.packets)
+        if self.link_noise:
+            counts["ipv6-link-local-icmp6"] = len(self.link_noise)
+        return dict(sorted(counts.items()))
+
+
+class Capture:
+    """tcpdump -w on one interface of one namespace, from `start()` to `stop()`."""
+
+    def __init__(self, world: World, ns: str, iface: str, name: str) -> None:
+        self.world = world
+        self.ns = ns
+        self.iface = iface
+        self.path = world.tmp / f"{name}.pcap"
+        self.proc: Process | None = None
+
+    def start(self, timeout: float = 5.0) -> Capture:
+        # --immediate-mode: hand each packet to tcpdump at once (with TPACKET_V3 blocks a
+        # packet can sit in the kernel ring until the block times out, and a stop then
+        # loses it: "65 received by filter, 0 captured"); -U: write each packet at once;
+        # -Z root: keep the right to write into the world's root-only temp directory.
+        argv = ["tcpdump", "-i", self.iface, "-nn", "--immediate-mode", "-U", "-Z", "root",
+                "-w", str(self.path)]  # fmt: skip
+        proc = self.world.spawn(f"tcpdump-{self.path.stem}", self.ns, argv)
+        self.proc = proc
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not proc.alive():
+                raise WorldError(f"tcpdump on {self.iface} exited:\n{proc.log_tail()}")
+            if "listening on" in proc.log_tail():
+                return self
+            time.sleep(0.02)
+        raise WorldError(f"tcpdump on {self.iface} not listening:\n{proc.log_tail()}")
+
+    def stop(self) -> CaptureResult:
+        """Stop (SIGINT: tcpdump flushes and exits; an interface that vanished has already
+        ended it) and parse what was written."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.stop(signal.SIGINT, grace=5)
+        return read_capture(self.path, self.iface)
+
+
+def read_capture(path: Path, iface: str) -> CaptureResult:
+    # -q: "tcp <len>" / "UDP, length <len>" instead of decoding the payload (DNS or TLS).
+    out = run(["tcpdump", "-r", str(path), "-nn", "-q"], check=False)
+    if out.returncode != 0 and not out.stdout:
+        raise WorldError(f"tcpdump -r {path}: {out.stderr}")
+    packets: list[Packet] = []
+    unparsed: list[str] = []
+    noise: list[str] = []
+    for line in out.stdout.splitlines():
+        m = _PACKET_RE.search(line)
+        if m is None:
+            (noise if _LINK_NOISE_RE.search(line) else unparsed).append(line)
+            continue
+        rest = m.group(5)
+        proto = "tcp" if rest.startswith("tcp") else "udp" if rest.startswith("UDP") else "?"
+        packets.append(Packet(m.group(1), int(m.group(2)), m.group(3), int(m.group(4)), proto))
+    return CaptureResult(iface, packets, unparsed, noise)
