@@ -216,6 +216,8 @@ class ControlServer:
                 sock.bind(str(self.path))
             finally:
                 os.umask(old_umask)
+            # Listen at once: a second daemon probing the path must see it live, not stale.
+            sock.listen(16)
             os.chmod(self.path, 0o600)
             info = os.stat(self.path)
             self._inode = (info.st_dev, info.st_ino)
