@@ -124,7 +124,7 @@ def _read_name_uncompressed(data: bytes, pos: int) -> int:
         if length > MAX_LABEL_LEN:
             raise WireError(FORMERR, "compressed or invalid label in question")
         total += length + 1
-        if total > MAX_NAME_LEN:
+        if total >= MAX_NAME_LEN:  # plus the root's zero octet: at most 255 in all
             raise WireError(FORMERR, "question name longer than 255 octets")
         pos += length + 1
 
@@ -468,7 +468,7 @@ def truncate(msg: bytes, limit: int) -> bytes:
             opt = msg[start:rr_pos]
     out = _HEADER.pack(get_id(msg), flags | _FLAG_TC, qdcount, 0, 0, 1 if opt else 0)
     out = out + question + opt
-    return out if len(out) <= limit else out[:HEADER_LEN] + question
+    return out if len(out) <= limit else out[:10] + b"\x00\x00" + question  # ARCOUNT 0
 
 
 def strip_ecs(data: bytes, query: Query) -> bytes:

@@ -31,6 +31,12 @@ CASES: dict[str, bytes] = {
     "qdcount_max": header(qd=0xFFFF) + QUESTION,
     "label_64": header() + b"\x40" + b"a" * 64 + b"\x00\x00\x01\x00\x01",
     "name_256": header() + (b"\x3f" + b"a" * 63) * 4 + b"\x00\x00\x01\x00\x01",
+    # 256 octets counting the root label: one over RFC 1035's limit (an off-by-one once).
+    "name_256_octets": header()
+    + (b"\x3f" + b"a" * 63) * 3
+    + b"\x3e"
+    + b"a" * 62
+    + b"\x00\x00\x01\x00\x01",
     "pointer_self": header() + b"\xc0\x0c\x00\x01\x00\x01",
     "pointer_forward": header() + b"\xc0\x20\x00\x01\x00\x01" + b"\x00" * 20,
     "name_unterminated": header() + b"\x03www\x07exampl",

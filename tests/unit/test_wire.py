@@ -9,6 +9,7 @@ from pathlib import Path
 import dns.edns
 import dns.flags
 import dns.message
+import dns.opcode
 import dns.rcode
 import dns.rdatatype
 import dns.rrset
@@ -357,3 +358,98 @@ def test_deframer_survives_every_split_point() -> None:
     for byte in stream:
         got += deframer.feed(bytes([byte]))
     assert got == messages
+
+
+# --- limits and edge cases found in review -------------------------------------------------
+
+
+def _name_of(octets: int) -> bytes:
+    """A wire-form name exactly ``octets`` long, root label included (RFC 1035 3.1)."""
+    labels = b""
+    left = octets - 1
+    while left:
+        size = min(63, left - 1)
+        labels += bytes([size]) + b"a" * size
+        left -= size + 1
+    return labels + b"\x00"
+
+
+def test_name_limit_counts_the_root_octet() -> None:
+    # RFC 1035 2.3.4 / 3.1: 255 octets or less, counting every length octet and the root's.
+    ok = header(0x0100) + _name_of(255) + b"\x00\x01\x00\x01"
+    assert len(wire.parse_query(ok).qname) == 255
+    dns.message.from_wire(ok)  # dnspython agrees it is legal
+    too_long = header(0x0100) + _name_of(256) + b"\x00\x01\x00\x01"
+    with pytest.raises(WireError) as info:
+        wire.parse_query(too_long)
+    assert info.value.rcode == wire.FORMERR
+
+
+def test_label_of_63_is_accepted() -> None:
+    data = make_query("a" * 63 + ".example.")
+    assert wire.parse_query(data).qname[0] == 63
+
+
+def test_notify_and_formerr_error_responses_parse() -> None:
+    notify = dns.message.make_query("www.example.", "SOA")
+    notify.set_opcode(dns.opcode.NOTIFY)
+    notify.id = 0x1234
+    data = notify.to_wire()
+    with pytest.raises(WireError) as info:
+        wire.parse_query(data)
+    reply = wire.error_response(data, info.value)
+    assert reply is not None
+    msg = dns.message.from_wire(reply)
+    assert msg.id == 0x1234
+    assert msg.rcode() == dns.rcode.NOTIMP
+    assert msg.opcode() == dns.opcode.NOTIFY
+    assert str(msg.question[0].name) == "www.example."
+    bad_label = header(0x0100) + b"\x40" + b"a" * 64 + b"\x00\x00\x01\x00\x01"
+    with pytest.raises(WireError) as info:
+        wire.parse_query(bad_label)
+    reply = wire.error_response(bad_label, info.value)
+    assert reply is not None
+    msg = dns.message.from_wire(reply)  # header only: the question could not be read
+    assert msg.id == 0xBEEF
+    assert msg.rcode() == dns.rcode.FORMERR
+    assert not msg.question
+
+
+def test_truncate_stays_well_formed_when_the_opt_alone_is_too_big() -> None:
+    # An upstream's OPT may carry large options (RFC 7830 padding, EDE text); without room
+    # for it the result must still be a parseable message with TC set and the question.
+    data = make_query("big.example.", "TXT", use_edns=0)
+    msg = dns.message.make_response(dns.message.from_wire(data))
+    msg.use_edns(
+        0, payload=4096, options=[dns.edns.GenericOption(dns.edns.OptionType.PADDING, bytes(600))]
+    )
+    msg.answer.append(dns.rrset.from_text("big.example.", 300, "IN", "TXT", '"' + "x" * 200 + '"'))
+    resp = msg.to_wire()
+    cut = wire.truncate(resp, 512)
+    assert len(cut) <= 512
+    parsed = dns.message.from_wire(cut)
+    assert parsed.flags & dns.flags.TC
+    assert parsed.id == 0x4242
+    assert str(parsed.question[0].name) == "big.example."
+    assert not parsed.answer
+
+
+def test_scan_walks_compressed_names_in_every_section() -> None:
+    data = make_query("www.example.", use_edns=0)
+    query = dns.message.from_wire(data)
+    msg = dns.message.make_response(query)
+    msg.answer.append(dns.rrset.from_text("www.example.", 300, "IN", "CNAME", "a.www.example."))
+    msg.answer.append(dns.rrset.from_text("a.www.example.", 200, "IN", "A", "192.0.2.7"))
+    msg.authority.append(dns.rrset.from_text("example.", 100, "IN", "NS", "ns.example."))
+    msg.additional.append(dns.rrset.from_text("ns.example.", 50, "IN", "A", "192.0.2.53"))
+    resp = msg.to_wire()
+    assert resp.count(b"\xc0") >= 4  # dnspython compressed the owners and targets
+    info = wire.scan_response(resp)
+    assert info.ttl == 200  # the answer section's minimum
+    assert len(info.ttl_offsets) == 4
+    aged = dns.message.from_wire(
+        wire.patch_response(resp, 9, b"\x03wWw\x07EXAMPLE\x00", info.ttl_offsets, 60)
+    )
+    ttls = [r.ttl for section in (aged.answer, aged.authority, aged.additional) for r in section]
+    assert ttls == [240, 140, 40, 0]
+    assert str(aged.question[0].name) == "wWw.EXAMPLE."
