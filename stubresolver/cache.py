@@ -100,7 +100,7 @@ class Cache:
             ttl = max(self.limits.min_ttl, min(ttl, self.limits.max_ttl))
         if ttl <= 0:
             return False
-        if ttl != info.ttl and info.ttl_offsets:
+        if info.ttl_offsets and (ttl != info.ttl or info.negative):
             # Clamp the stored TTLs too, so a hit never reports more than we keep it for.
             response = _clamp_ttls(response, info.ttl_offsets, ttl)
         count = len(info.ttl_offsets)

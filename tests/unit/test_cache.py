@@ -153,3 +153,34 @@ def test_flush_and_replace() -> None:
     assert cache.flush() == 1
     assert len(cache) == 0
     assert cache.size_bytes == 0
+
+
+def test_negative_hit_never_reports_more_than_it_is_kept() -> None:
+    # RFC 2308 5: the SOA of a negative answer is served with TTL min(SOA TTL, MINIMUM),
+    # decremented like any cached record. The fixture's SOA has TTL 3600 but MINIMUM 60,
+    # so the entry lives 60 s and a hit at 10 s must say 50, not 3590.
+    cache = Cache()
+    data = query("nope.example.")
+    assert cache.store(parsed(data), answer(data, rcode=dns.rcode.NXDOMAIN, soa=True), 0.0)
+    hit = cache.lookup(parsed(data), 10.0)
+    assert hit is not None
+    assert dns.message.from_wire(hit).authority[0].ttl == 50
+    capped = Cache(CacheLimits(negative_max_ttl=5))
+    assert capped.store(parsed(data), answer(data, rcode=dns.rcode.NXDOMAIN, soa=True), 0.0)
+    hit = capped.lookup(parsed(data), 1.0)
+    assert hit is not None
+    assert dns.message.from_wire(hit).authority[0].ttl == 4
+
+
+def test_eviction_and_expiry_keep_byte_accounting_exact() -> None:
+    cache = Cache(CacheLimits(max_entries=3))
+    for i in range(10):
+        data = query(f"n{i}.example.")
+        cache.store(parsed(data), answer(data, ttl=100), float(i))
+    assert len(cache) == 3
+    for i in range(7, 10):  # the three most recent survive
+        assert cache.lookup(parsed(query(f"n{i}.example.")), 10.0) is not None
+    for i in range(7, 10):  # expiry removes each entry and every byte it was counted with
+        assert cache.lookup(parsed(query(f"n{i}.example.")), 1000.0) is None
+    assert len(cache) == 0
+    assert cache.size_bytes == 0
