@@ -373,3 +373,77 @@ def test_config_key_is_validated(tmp_path: Path) -> None:
         proc = cli("check-config", "--config", str(path))
         assert proc.returncode == 2, value
         assert "control_socket" in proc.stderr and text in proc.stderr, proc.stderr
+
+
+# --- the VPN hooks in packaging/hooks (run with /bin/sh, as the VPN clients do) -----------
+
+HOOKS = REPO / "packaging" / "hooks"
+
+
+def hook_env(tmp: Path, socket_path: Path) -> dict[str, str]:
+    """A `stubresolver` command for the hooks: this checkout, this interpreter."""
+    wrapper = tmp / "stubresolver-cmd"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} -m stubresolver "$@"\n')
+    wrapper.chmod(0o755)
+    return dict(os.environ, STUBRESOLVER=str(wrapper), STUBRESOLVER_SOCKET=str(socket_path))
+
+
+def run_hook(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["/bin/sh", *args], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+def test_hooks_are_executable_posix_sh() -> None:
+    for name in ("openvpn-updown.sh", "90-stubresolver"):
+        path = HOOKS / name
+        assert path.read_text().startswith("#!/bin/sh\n")
+        assert os.stat(path).st_mode & 0o111 == 0o111, f"{name} is not executable"
+        assert subprocess.run(["/bin/sh", "-n", str(path)], check=False).returncode == 0
+
+
+def test_hooks_reach_the_daemon(stub: StubProcess, tmp_path: Path) -> None:
+    env = hook_env(tmp_path, control_path(stub))
+    openvpn = str(HOOKS / "openvpn-updown.sh")
+    nm = str(HOOKS / "90-stubresolver")
+    for args, extra in (
+        ([openvpn, "lo", "1500", "1500", "127.0.0.1", "", "init"], {"script_type": "up"}),
+        ([openvpn, "lo", "1500", "1500"], {"script_type": "down", "dev": "lo"}),
+        ([nm, "lo", "vpn-up"], {}),
+        ([nm, "lo", "down"], {}),
+    ):
+        for _ in range(2):  # idempotent: running twice is the same as once
+            proc = run_hook(args, {**env, **extra})
+            assert proc.returncode == 0
+            assert proc.stderr == "", proc.stderr
+    assert "Traceback" not in stub.stderr
+    assert status(stub)["tunnel"]["up"] is True
+
+
+def test_hooks_exit_0_and_log_when_the_daemon_is_down(tmp_path: Path) -> None:
+    env = hook_env(tmp_path, tmp_path / "missing.sock")
+    proc = run_hook([str(HOOKS / "openvpn-updown.sh")], {**env, "script_type": "up", "dev": "tun0"})
+    assert proc.returncode == 0
+    assert "stubresolver hook (up tun0)" in proc.stderr
+    assert "cannot reach the daemon" in proc.stderr
+    proc = run_hook([str(HOOKS / "90-stubresolver"), "tun0", "vpn-down"], env)
+    assert proc.returncode == 0
+    assert "stubresolver hook (vpn-down tun0)" in proc.stderr
+    # A missing command is logged too, and still not a failure.
+    gone = {**env, "STUBRESOLVER": str(tmp_path / "no-such-command")}
+    proc = run_hook([str(HOOKS / "90-stubresolver"), "tun0", "up"], gone)
+    assert proc.returncode == 0
+    assert proc.stderr
+
+
+def test_networkmanager_hook_ignores_other_actions(tmp_path: Path) -> None:
+    marker = tmp_path / "called"
+    wrapper = tmp_path / "must-not-run"
+    wrapper.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    wrapper.chmod(0o755)
+    env = dict(os.environ, STUBRESOLVER=str(wrapper))
+    for action in ("pre-up", "dhcp4-change", "hostname", "connectivity-change", "", "vpn-pre-up"):
+        proc = run_hook([str(HOOKS / "90-stubresolver"), "eth0", action], env)
+        assert proc.returncode == 0
+        assert proc.stderr == ""
+    assert not marker.exists(), "the hook acted on an action it should ignore"
