@@ -172,3 +172,31 @@ def test_run_rejects_bad_config_before_binding(tmp_path: Path) -> None:
     result = run_cli("run", "--config", str(bad))
     assert result.returncode == 2
     assert "cache.max_entries" in result.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG config.py:230 `parts.port or DEFAULT_PORTS[scheme]` turns an explicit :0 into "
+    "the default port instead of rejecting it",
+)
+@pytest.mark.parametrize("url", ["udp://10.8.0.1:0", "tls://10.8.0.1:0#dns.example"])
+def test_upstream_port_zero_is_an_error(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(base(upstreams=["udp://10.8.0.2", url]))
+    assert info.value.path == "upstreams[1]"
+    assert "port" in info.value.message
+
+
+def test_error_message_carries_the_path(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("upstreams: [udp://10.8.0.1]\ntunnel:\n  interfaces: [wg0, 'x' ]\n  extra: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    assert info.value.path == "tunnel.extra"
+    assert str(info.value).startswith("tunnel.extra: unknown key")
+    not_yaml = tmp_path / "text.yaml"
+    not_yaml.write_text("upstreams:\n  - udp://10.8.0.1\n\tlisten: x\n")
+    with pytest.raises(ConfigError, match=r"line 3, column 1"):
+        load_config(not_yaml)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path)  # a directory
