@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import dns.edns
 import dns.message
+import dns.opcode
 import dns.rcode
 import dns.rrset
 import pytest
@@ -40,9 +41,17 @@ def answer_for(data: bytes, address: str = "192.0.2.1") -> bytes:
 
 
 class MustNotBeCalled:
+    """Fails the test if reached. The call is also recorded, because pytest.fail raised
+    inside the resolver's exchange task would only surface as a SERVFAIL (see
+    `test_must_not_be_called_is_noticed`); tests check `calls` stays empty."""
+
     url = "udp://must-not-be-called"
 
+    def __init__(self) -> None:
+        self.calls: list[bytes] = []
+
     async def exchange(self, query: bytes, state: TunnelState) -> bytes:
+        self.calls.append(query)
         pytest.fail(f"upstream reached while it must not be: {state}")
 
     async def close(self) -> None:
@@ -110,11 +119,18 @@ def ede(msg: dns.message.Message) -> tuple[int, str]:
 
 
 def test_tunnel_down_refuses_with_ede_and_sends_nothing() -> None:
-    resolver = make([MustNotBeCalled()], state=lambda: DOWN)
+    never = MustNotBeCalled()
+    resolver = make([never], state=lambda: DOWN)
     reply = asyncio.run(resolve(resolver, query(use_edns=0)))
+    # forward_cb too (the UDP listener's entry point) refuses without reaching an upstream
+    parsed = wire.parse_query(query(msg_id=3))
+    replies: list[bytes] = []
+    resolver.forward_cb(parsed, query(msg_id=3), replies.append)
+    assert dns.message.from_wire(replies[0]).rcode() == dns.rcode.REFUSED
+    assert never.calls == []
     assert reply.rcode() == dns.rcode.REFUSED
     assert ede(reply) == (23, "tunnel wg0 down")
-    assert resolver.stats.outcomes[Outcome.REFUSED_TUNNEL_DOWN] == 1
+    assert resolver.stats.outcomes[Outcome.REFUSED_TUNNEL_DOWN] == 2
 
 
 def test_absent_tunnel_names_the_patterns() -> None:
@@ -244,3 +260,180 @@ def test_bad_input_outcomes() -> None:
     assert response[3] & 0x0F == wire.FORMERR
     assert resolver.stats.outcomes[Outcome.DROPPED] == 1
     assert resolver.stats.outcomes[Outcome.FORMERR] == 1
+
+
+Done = Callable[[bytes | None, UpstreamError | None], None]
+
+
+class CallbackFake:
+    """The plain-UDP form (``exchange_cb``): the resolver starts no task for it."""
+
+    def __init__(self, url: str = "udp://cb") -> None:
+        self.url = url
+        self.pending: list[tuple[bytes, Done]] = []
+        self.closed = 0
+
+    def exchange_cb(self, query: bytes, state: TunnelState, done: Done) -> None:
+        self.pending.append((query, done))
+
+    async def exchange(self, query: bytes, state: TunnelState) -> bytes:
+        pytest.fail("the callback form must be used when an upstream has one")
+
+    async def close(self) -> None:
+        self.closed += 1
+
+
+def test_callback_upstream_late_answer_after_tunnel_change_is_dropped() -> None:
+    state = {"now": UP}
+    fake = CallbackFake()
+    resolver = make([fake], state=lambda: state["now"])
+    replies: list[bytes] = []
+
+    async def body() -> None:
+        data = query(use_edns=0, msg_id=5)
+        response, parsed = resolver.answer_now(data)
+        assert response is None and parsed is not None
+        resolver.forward_cb(parsed, data, replies.append)
+        assert len(fake.pending) == 1 and not replies
+        moved = TunnelState(up=True, ifname="wg0", ifindex=7, addresses=("10.66.0.9",), epoch=3)
+        state["now"] = moved
+        resolver.tunnel_changed(UP, moved)
+        assert len(replies) == 1  # answered in place, before any answer arrives
+        sent, done = fake.pending[0]
+        done(answer_for(sent), None)  # the old path's answer lands late
+        await asyncio.sleep(0)  # let the close() tasks run
+
+    asyncio.run(body())
+    assert len(replies) == 1
+    msg = dns.message.from_wire(replies[0])
+    assert msg.id == 5
+    assert msg.rcode() == dns.rcode.SERVFAIL
+    assert ede(msg) == (23, "tunnel wg0 changed")
+    assert resolver.cache is not None and len(resolver.cache) == 0
+    assert fake.closed == 1  # pools from the old epoch are closed
+    assert resolver.stats.outcomes[Outcome.FORWARDED] == 0
+
+
+def test_connect_failure_with_tunnel_gone_tries_no_other_upstream() -> None:
+    state = {"now": UP}
+
+    class Vanishing:
+        url = "udp://vanishing"
+
+        async def exchange(self, query: bytes, state_: TunnelState) -> bytes:
+            state["now"] = DOWN  # the device disappeared under the socket (ENODEV)
+            raise UpstreamError("connect", self.url, "No such device")
+
+        async def close(self) -> None:
+            pass
+
+    never = MustNotBeCalled()
+    resolver = make([Vanishing(), never], state=lambda: state["now"])
+    reply = asyncio.run(resolve(resolver, query(use_edns=0)))
+    assert never.calls == []
+    assert reply.rcode() == dns.rcode.SERVFAIL
+    assert ede(reply) == (23, "tunnel wg0 down")
+    assert resolver.stats.outcomes[Outcome.SERVFAIL_TUNNEL_CHANGED] == 1
+
+
+def test_epoch_error_ends_the_flight_without_failover_or_health_change() -> None:
+    epoch = Fake("udp://a", fail=UpstreamError("epoch", "udp://a", "pool closed"))
+    never = MustNotBeCalled()
+    resolver = make([epoch, never])
+    reply = asyncio.run(resolve(resolver, query(use_edns=0)))
+    assert never.calls == []
+    assert reply.rcode() == dns.rcode.SERVFAIL
+    assert ede(reply)[0] == 23
+    assert resolver.health[0].healthy  # the tunnel's doing, not the server's
+
+
+def test_tunnel_change_cancels_the_awaitable_exchange() -> None:
+    cancelled = asyncio.Event()
+
+    class Hanging:
+        url = "tcp://hanging"
+        closed = 0
+
+        async def exchange(self, query: bytes, state: TunnelState) -> bytes:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            pytest.fail("not cancelled")
+
+        async def close(self) -> None:
+            Hanging.closed += 1
+
+    state = {"now": UP}
+    resolver = make([Hanging()], state=lambda: state["now"])
+
+    async def body() -> dns.message.Message:
+        task = asyncio.ensure_future(resolve(resolver, query()))
+        await asyncio.sleep(0.01)
+        state["now"] = DOWN
+        resolver.tunnel_changed(UP, DOWN)
+        reply = await asyncio.wait_for(task, 1.0)
+        await asyncio.wait_for(cancelled.wait(), 1.0)
+        return reply
+
+    reply = asyncio.run(body())
+    assert reply.rcode() == dns.rcode.SERVFAIL
+    assert Hanging.closed == 1
+
+
+def test_answer_from_an_older_epoch_is_not_cached() -> None:
+    state = {"now": UP}
+    fake = Fake()
+    resolver = make([fake], state=lambda: state["now"])
+
+    async def body() -> dns.message.Message:
+        fake.gate = asyncio.Event()
+        task = asyncio.ensure_future(resolve(resolver, query()))
+        await asyncio.sleep(0.01)
+        # The monitor has published a new epoch but not yet called tunnel_changed.
+        state["now"] = TunnelState(up=True, ifname="wg0", ifindex=7, addresses=("x",), epoch=9)
+        fake.gate.set()
+        return await asyncio.wait_for(task, 1.0)
+
+    asyncio.run(body())
+    assert resolver.cache is not None and len(resolver.cache) == 0
+
+
+def test_every_query_ends_in_exactly_one_outcome() -> None:
+    state = {"now": UP}
+    resolver = make([Fake()], state=lambda: state["now"])
+
+    async def body() -> None:
+        await resolve(resolver, query("a.example."))  # forwarded
+        await resolve(resolver, query("a.example."))  # cached
+        await resolve(resolver, query("localhost."))  # local
+        state["now"] = DOWN
+        await resolve(resolver, query("b.example."))  # refused
+        assert resolver.answer_now(b"\x01\x02\x01\x00\x00\x00")[0] is None  # dropped
+        notify = dns.message.make_query("a.example.", "SOA")
+        notify.set_opcode(dns.opcode.NOTIFY)
+        assert resolver.answer_now(notify.to_wire())[0] is not None  # notimp
+        assert resolver.answer_now(query(use_edns=1))[0] is not None  # badvers
+
+    asyncio.run(body())
+    assert dict(resolver.stats.outcomes) == {
+        Outcome.FORWARDED: 1,
+        Outcome.CACHED: 1,
+        Outcome.LOCAL: 1,
+        Outcome.REFUSED_TUNNEL_DOWN: 1,
+        Outcome.DROPPED: 1,
+        Outcome.NOTIMP: 1,
+        Outcome.BADVERS: 1,
+    }
+
+
+def test_must_not_be_called_is_noticed() -> None:
+    # The fake's own check: reached through a failover, it is recorded even though the
+    # pytest.fail it raises is swallowed into a SERVFAIL by the resolver's task adapter.
+    never = MustNotBeCalled()
+    broken = Fake("udp://broken", fail=UpstreamError("timeout", "udp://broken", "no answer"))
+    resolver = make([broken, never])
+    reply = asyncio.run(resolve(resolver, query()))
+    assert reply.rcode() == dns.rcode.SERVFAIL
+    assert len(never.calls) == 1
