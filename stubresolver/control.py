@@ -299,7 +299,19 @@ class ControlServer:
             return error(f"request longer than {MAX_REQUEST} bytes")
         if not line.strip():
             return error("empty request")
-        return dispatch(line, self.target)
+        response = dispatch(line, self.target)
+        log.debug("control request %.64r -> %s", line.strip(), _summary(response))
+        return response
+
+
+def _summary(response: Response) -> str:
+    if not response.get("ok"):
+        return f"error: {response.get('error')}"
+    tunnel = response.get("tunnel")
+    if isinstance(tunnel, dict) and "changed" in response:
+        state = "up" if tunnel.get("up") else "down"
+        return f"tunnel {tunnel.get('ifname')} {state}, epoch {tunnel.get('epoch')}"
+    return "ok"
 
 
 # --- the client (blocking: the CLI has no event loop) ----------------------------------------
