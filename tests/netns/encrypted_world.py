@@ -120,8 +120,37 @@ _QUERY_LINE_RE: Final = re.compile(rf" info: {re.escape(C_TUN_ADDR)} \S+ \S+ IN$
 class TlsServer:
     """unbound in the VPN namespace serving DoT and DoH on the tunnel address."""
 
-    proc: Process
+    world: World
+    conf: Path
     log: Path
+    proc: Process | None = None
+    starts: int = 0
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start unbound and wait until both ports listen in the VPN namespace."""
+        assert self.proc is None or not self.proc.alive(), "already running"
+        self.starts += 1
+        proc = self.world.spawn(
+            f"vpn-unbound-tls-{self.starts}",
+            self.world.ns_vpn,
+            ["unbound", "-d", "-c", str(self.conf)],
+        )
+        self.proc = proc
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not proc.alive():
+                raise WorldError(f"unbound (DoT/DoH) exited:\n{proc.log_tail()}\n{_tail(self.log)}")
+            listening = self.world.ns_run(self.world.ns_vpn, ["ss", "-Hltn"], check=False).stdout
+            if all(f"{VPN_TUN_ADDR}:{p} " in listening for p in (DOT_PORT, DOH_PORT)):
+                return
+            time.sleep(0.05)
+        raise WorldError(f"unbound (DoT/DoH) did not listen within {timeout}s:\n{_tail(self.log)}")
+
+    def stop(self) -> None:
+        """SIGTERM our unbound (by PID) and wait for it."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.stop(signal.SIGTERM, grace=5)
 
     def client_queries(self) -> int:
         """Queries logged from the client's tunnel address (log-queries: yes), i.e. lines
@@ -179,16 +208,9 @@ remote-control:
 """
     )
     run(["unbound-checkconf", str(conf)])
-    proc = world.spawn("vpn-unbound-tls", world.ns_vpn, ["unbound", "-d", "-c", str(conf)])
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise WorldError(f"unbound (DoT/DoH) exited:\n{proc.log_tail()}\n{_tail(log)}")
-        listening = world.ns_run(world.ns_vpn, ["ss", "-Hltn"], check=False).stdout
-        if all(f"{VPN_TUN_ADDR}:{p} " in listening for p in (DOT_PORT, DOH_PORT)):
-            return TlsServer(proc, log)
-        time.sleep(0.05)
-    raise WorldError(f"unbound (DoT/DoH) did not listen within {timeout}s:\n{_tail(log)}")
+    server = TlsServer(world, conf, log)
+    server.start(timeout)
+    return server
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -262,9 +284,16 @@ class ConfiguredStub(Stub):
 # ----------------------------------------------------------------------------- captures
 
 # `tcpdump -nn -q` lines: "IP 100.66.0.2.41234 > 100.66.0.1.853: tcp 0" (also IP6).
-_PACKET_RE: Final = re.compile(r"\bIP6? (\S+)\.(\d+) > (\S+)\.(\d+): (.*)$")
-# The kernel's router solicitations / MLD reports when a device comes up: no ports, no DNS.
-_LINK_NOISE_RE: Final = re.compile(r"\bIP6 fe80:\S+ > ff02::\S+: ICMP6, ")
+_PACKET_RE: Final = re.compile(
+    r"\bIP (\d+\.\d+\.\d+\.\d+)\.(\d+) > (\d+\.\d+\.\d+\.\d+)\.(\d+): (.*)$"
+    r"|\bIP6 ([0-9a-f:]+)\.(\d+) > ([0-9a-f:]+)\.(\d+): (.*)$"
+)
+# The kernel's own IPv6 chatter when a device comes up (router/neighbour solicitations,
+# MLD reports from fe80:: or ::): no ports, no DNS.
+_LINK_NOISE_RE: Final = re.compile(r"\bIP6 (fe80:[0-9a-f:]*|::) > ff02::[0-9a-f:]+: (HBH )?ICMP6, ")
+# "IP 198.18.1.2 > 198.18.2.2: ICMP 198.18.1.2 udp port 50303 unreachable": the client
+# answering a WireGuard packet aimed at the port of a VPN process that was just killed.
+_UDP_UNREACH_RE: Final = re.compile(r"\bIP \S+ > \S+: ICMP \S+ udp port \d+ unreachable")
 _KNOWN_PORTS: Final = frozenset({53, 443, 853, 51820, 1194})
 
 
@@ -287,9 +316,15 @@ class CaptureResult:
     packets: list[Packet]
     unparsed: list[str]  # packets without ports (ICMP, ARP, ...): also evidence
     link_noise: list[str]  # the kernel's own IPv6 link chatter (fe80:: -> ff02::), not DNS
+    udp_unreachable: list[str]  # ICMP port unreachable (for a killed VPN process's port)
+    syns: list[Packet]  # TCP SYNs without ACK: connections opened during the capture
 
     def touching(self, port: int) -> list[Packet]:
         return [p for p in self.packets if port in p.ports]
+
+    def connections(self, port: int | None = None) -> int:
+        """TCP connections opened during the capture (SYNs), to `port` or to any port."""
+        return sum(1 for p in self.syns if port is None or p.dport == port)
 
     def port_summary(self) -> dict[str, int]:
         """How many packets per (proto, service port): a well-known port of the pair when
@@ -302,6 +337,8 @@ class CaptureResult:
         counts: Counter[str] = Counter(f"{p.proto}/{service(p)}" for p in self.packets)
         if self.link_noise:
             counts["ipv6-link-local-icmp6"] = len(self.link_noise)
+        if self.udp_unreachable:
+            counts["icmp-udp-port-unreachable"] = len(self.udp_unreachable)
         return dict(sorted(counts.items()))
 
 
@@ -343,19 +380,36 @@ class Capture:
 
 
 def read_capture(path: Path, iface: str) -> CaptureResult:
+    packets, unparsed, noise, unreachable = _parse(_read(path))
+    syns, _, _, _ = _parse(_read(path, "tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn"))
+    return CaptureResult(iface, packets, unparsed, noise, unreachable, syns)
+
+
+def _read(path: Path, bpf: str | None = None) -> str:
     # -q: "tcp <len>" / "UDP, length <len>" instead of decoding the payload (DNS or TLS).
-    out = run(["tcpdump", "-r", str(path), "-nn", "-q"], check=False)
+    argv = ["tcpdump", "-r", str(path), "-nn", "-q"]
+    out = run([*argv, bpf] if bpf else argv, check=False)
     if out.returncode != 0 and not out.stdout:
         raise WorldError(f"tcpdump -r {path}: {out.stderr}")
+    return out.stdout
+
+
+def _parse(text: str) -> tuple[list[Packet], list[str], list[str], list[str]]:
     packets: list[Packet] = []
     unparsed: list[str] = []
     noise: list[str] = []
-    for line in out.stdout.splitlines():
+    unreachable: list[str] = []
+    for line in text.splitlines():
         m = _PACKET_RE.search(line)
         if m is None:
-            (noise if _LINK_NOISE_RE.search(line) else unparsed).append(line)
+            if _LINK_NOISE_RE.search(line):
+                noise.append(line)
+            elif _UDP_UNREACH_RE.search(line):
+                unreachable.append(line)
+            else:
+                unparsed.append(line)
             continue
-        rest = m.group(5)
+        src, sport, dst, dport, rest = (g for g in m.groups() if g is not None)
         proto = "tcp" if rest.startswith("tcp") else "udp" if rest.startswith("UDP") else "?"
-        packets.append(Packet(m.group(1), int(m.group(2)), m.group(3), int(m.group(4)), proto))
-    return CaptureResult(iface, packets, unparsed, noise)
+        packets.append(Packet(src, int(sport), dst, int(dport), proto))
+    return packets, unparsed, noise, unreachable
