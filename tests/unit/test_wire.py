@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import struct
 from pathlib import Path
@@ -453,3 +454,51 @@ def test_scan_walks_compressed_names_in_every_section() -> None:
     ttls = [r.ttl for section in (aged.answer, aged.authority, aged.additional) for r in section]
     assert ttls == [240, 140, 40, 0]
     assert str(aged.question[0].name) == "wWw.EXAMPLE."
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=WireError,
+    reason="BUG wire.truncate raises WireError on an oversized response whose records do not "
+    "parse (upstreams only check the question); server.UdpListener._reply calls it unguarded",
+)
+def test_truncate_of_a_broken_oversized_response_still_answers() -> None:
+    data = make_query("big.example.", "TXT", use_edns=0)
+    msg = dns.message.make_response(dns.message.from_wire(data))
+    texts = [f'"{i}{"x" * 100}"' for i in range(6)]
+    msg.answer.append(dns.rrset.from_text("big.example.", 300, "IN", "TXT", *texts))
+    broken = bytearray(msg.to_wire())
+    struct.pack_into("!H", broken, 6, 50)  # ANCOUNT 50: the records run past the end
+    cut = wire.truncate(bytes(broken), 512)
+    parsed = dns.message.from_wire(cut)
+    assert parsed.flags & dns.flags.TC
+    assert str(parsed.question[0].name) == "big.example."
+
+
+def test_mutated_responses_only_ever_give_wireerror_on_the_cold_paths() -> None:
+    # Upstream answers are checked only for ID and question before the cache walks them.
+    from stubresolver.cache import Cache
+
+    rng = random.Random(8914)
+    data = make_query("big.example.", "TXT", use_edns=0, want_dnssec=True)
+    query = wire.parse_query(data)
+    msg = dns.message.make_response(dns.message.from_wire(data))
+    msg.answer.append(dns.rrset.from_text("big.example.", 300, "IN", "TXT", '"a"', '"b"'))
+    soa = "ns.example. h.example. 1 2 3 4 60"
+    msg.authority.append(dns.rrset.from_text("example.", 3600, "IN", "SOA", soa))
+    seed = msg.to_wire()
+    cache = Cache()
+    for _ in range(3000):
+        mutated = bytearray(seed)
+        for _ in range(rng.randrange(1, 4)):
+            if rng.randrange(2) and mutated:
+                mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+            else:
+                del mutated[rng.randrange(len(mutated) + 1) :]
+        raw = bytes(mutated)
+        with contextlib.suppress(WireError):
+            wire.scan_response(raw)
+        cache.store(query, raw, 0.0)  # False for what it cannot walk, never an exception
+        hit = cache.lookup(query, 1.0)
+        if hit is not None:
+            assert wire.get_id(hit) == 0x4242
