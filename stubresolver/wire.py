@@ -455,17 +455,27 @@ def truncate(msg: bytes, limit: int) -> bytes:
     if len(msg) <= limit:
         return msg
     _, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(msg)
-    pos = HEADER_LEN
-    for _ in range(qdcount):
-        pos = skip_name(msg, pos) + 4
+    # Upstream answers are checked only for ID and question, so the records may not parse:
+    # the client still gets a TC answer (and retries over TCP), never nothing.
+    try:
+        pos = HEADER_LEN
+        for _ in range(qdcount):
+            pos = skip_name(msg, pos) + 4
+        if pos > len(msg):
+            raise WireError(FORMERR, "question truncated")
+    except WireError:
+        return _HEADER.pack(get_id(msg), flags | _FLAG_TC, 0, 0, 0, 0)
     question = msg[HEADER_LEN:pos]
     opt = b""
     rr_pos = pos
-    for index in range(ancount + nscount + arcount):
-        start = rr_pos
-        rtype, _, rr_pos = _skip_rr(msg, rr_pos)
-        if rtype == TYPE_OPT and index >= ancount + nscount:
-            opt = msg[start:rr_pos]
+    try:
+        for index in range(ancount + nscount + arcount):
+            start = rr_pos
+            rtype, _, rr_pos = _skip_rr(msg, rr_pos)
+            if rtype == TYPE_OPT and index >= ancount + nscount:
+                opt = msg[start:rr_pos]
+    except WireError:
+        opt = b""
     out = _HEADER.pack(get_id(msg), flags | _FLAG_TC, qdcount, 0, 0, 1 if opt else 0)
     out = out + question + opt
     return out if len(out) <= limit else out[:10] + b"\x00\x00" + question  # ARCOUNT 0
