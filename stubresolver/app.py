@@ -46,6 +46,7 @@ def build_resolver(config: Config, monitor: TunnelMonitor) -> Resolver:
         policy=LocalPolicy(config.local.reverse_via_vpn),
         flush_on_tunnel_change=config.cache.flush_on_tunnel_change,
         log_queries=config.logging.queries,
+        max_forwards=config.server.max_forwards,
     )
 
 

@@ -81,6 +81,9 @@ class ServerConfig:
     tcp_max_connections: int = 256
     #: Queries pipelined on one TCP connection waiting for answers at once.
     tcp_max_inflight: int = 64
+    #: Distinct questions forwarded and awaiting an upstream at once (like dnsmasq's
+    #: dns-forward-max); beyond it queries get SERVFAIL at once instead of piling up.
+    max_forwards: int = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,15 +322,21 @@ def _parse_cache(raw: object) -> CacheConfig:
 
 def _parse_server(raw: object) -> ServerConfig:
     section = _mapping(raw, "server")
-    _check_keys(section, ("tcp_idle_timeout", "tcp_max_connections", "tcp_max_inflight"), "server")
+    keys = ("tcp_idle_timeout", "tcp_max_connections", "tcp_max_inflight", "max_forwards")
+    _check_keys(section, keys, "server")
     idle = _get(section, "tcp_idle_timeout", "server", float, 10.0)
     _positive(idle, "server.tcp_idle_timeout")
     conns = _get(section, "tcp_max_connections", "server", int, 256)
     inflight = _get(section, "tcp_max_inflight", "server", int, 64)
-    for key, value in (("tcp_max_connections", conns), ("tcp_max_inflight", inflight)):
+    forwards = _get(section, "max_forwards", "server", int, 1024)
+    for key, value in (
+        ("tcp_max_connections", conns),
+        ("tcp_max_inflight", inflight),
+        ("max_forwards", forwards),
+    ):
         if value < 1:
             raise ConfigError(f"server.{key}", f"must be >= 1, got {value}")
-    return ServerConfig(idle, conns, inflight)
+    return ServerConfig(idle, conns, inflight, forwards)
 
 
 def _parse_local(raw: object) -> LocalConfig:

@@ -36,6 +36,7 @@ class Outcome(enum.Enum):
     REFUSED_TUNNEL_DOWN = "refused-tunnel-down"
     SERVFAIL_UPSTREAM = "servfail-upstream"
     SERVFAIL_TUNNEL_CHANGED = "servfail-tunnel-changed"
+    SERVFAIL_BUSY = "servfail-busy"
     FORMERR = "formerr"
     NOTIMP = "notimp"
     BADVERS = "badvers"
@@ -147,6 +148,7 @@ class Resolver:
         policy: LocalPolicy,
         flush_on_tunnel_change: bool = True,
         log_queries: bool = False,
+        max_forwards: int = 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.upstreams = list(upstreams)
@@ -158,6 +160,7 @@ class Resolver:
         self.policy = policy
         self.flush_on_tunnel_change = flush_on_tunnel_change
         self.log_queries = log_queries
+        self.max_forwards = max_forwards
         self._clock = clock
         self._flights: dict[bytes, _Flight] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -229,6 +232,12 @@ class Resolver:
         key = query.key
         flight = self._flights.get(key)
         if flight is None or flight.epoch != state.epoch:
+            if len(self._flights) >= self.max_forwards:
+                # Bounded work: a flood of unique names cannot pile up flights and timers.
+                self._count(Outcome.SERVFAIL_BUSY, query)
+                text = "too many queries in flight"
+                reply(wire.build_response(query, data, wire.SERVFAIL, ede=(wire.EDE_OTHER, text)))
+                return
             # Privacy: the client's subnet never leaves the machine (RFC 7871 7.1.2).
             outgoing = wire.strip_ecs(data, query) if query.has_ecs else data
             flight = _Flight(state.epoch, key, outgoing, state, self._order())

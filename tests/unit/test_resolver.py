@@ -437,3 +437,26 @@ def test_must_not_be_called_is_noticed() -> None:
     reply = asyncio.run(resolve(resolver, query()))
     assert reply.rcode() == dns.rcode.SERVFAIL
     assert len(never.calls) == 1
+
+
+def test_forwards_are_bounded() -> None:
+    fake = Fake()
+    resolver = make([fake])
+    resolver.max_forwards = 2
+
+    async def body() -> list[dns.message.Message]:
+        fake.gate = asyncio.Event()
+        waiting = [
+            asyncio.ensure_future(resolve(resolver, query(f"n{i}.example."))) for i in range(2)
+        ]
+        await asyncio.sleep(0.01)
+        busy = await resolve(resolver, query("third.example.", use_edns=0))
+        fake.gate.set()
+        return [busy, *await asyncio.gather(*waiting)]
+
+    busy, *answered = asyncio.run(body())
+    assert busy.rcode() == dns.rcode.SERVFAIL
+    assert ede(busy) == (0, "too many queries in flight")
+    assert all(r.rcode() == dns.rcode.NOERROR for r in answered)
+    assert len(fake.sent) == 2
+    assert resolver.stats.outcomes[Outcome.SERVFAIL_BUSY] == 1
