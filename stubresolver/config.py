@@ -230,9 +230,12 @@ def parse_upstream(item: object, where: str) -> UpstreamConfig:
             url_where, f"{url!r}: the server must be an IP address, never a name"
         ) from None
     try:
-        port = parts.port or DEFAULT_PORTS[scheme]
+        explicit = parts.port
     except ValueError:
         raise ConfigError(url_where, f"{url!r}: invalid port") from None
+    port = DEFAULT_PORTS[scheme] if explicit is None else explicit
+    if not 0 < port < 65536:
+        raise ConfigError(url_where, f"{url!r}: port {port} is out of range 1-65535")
     auth_name = parts.fragment or None
     path: str | None = None
     if scheme in ("udp", "tcp"):

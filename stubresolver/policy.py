@@ -68,26 +68,37 @@ def _is_name_or_below(name: bytes, suffix: bytes) -> bool:
 
 
 def reverse_network(name: bytes) -> IPNetwork | None:
-    """The address block a reverse name (in-addr.arpa / ip6.arpa) stands for, or None."""
+    """The address block of the reverse zone a name sits in (in-addr.arpa / ip6.arpa).
+
+    The block is spelled by the address labels next to the suffix; labels further left need
+    not be numbers (RFC 6763 11 browse domains like ``b._dns-sd._udp.0.1.168.192.in-addr.arpa``
+    live inside the zone too, RFC 6303 3). None when no address label follows the suffix.
+    """
     labels: list[bytes] = []
     pos = 0
     while name[pos]:
         labels.append(name[pos + 1 : pos + 1 + name[pos]])
         pos += name[pos] + 1
-    try:
-        if _is_name_or_below(name, _IN_ADDR):
-            octets = labels[:-2][::-1]
-            if len(octets) > 4 or not all(o.isdigit() and int(o) < 256 for o in octets):
-                return None
-            values = [int(o) for o in octets] + [0] * (4 - len(octets))
-            return ipaddress.IPv4Network((bytes(values), 8 * len(octets)))
-        nibbles = labels[:-2][::-1]
-        if len(nibbles) > 32 or not all(len(n) == 1 and n in b"0123456789abcdef" for n in nibbles):
+    spelled = labels[:-2][::-1]  # nearest the suffix first
+    if _is_name_or_below(name, _IN_ADDR):
+        octets: list[int] = []
+        for label in spelled[:4]:
+            if not (label.isdigit() and int(label) < 256):
+                break
+            octets.append(int(label))
+        if not octets:
             return None
-        hexed = b"".join(nibbles).decode().ljust(32, "0")
-        return ipaddress.IPv6Network((bytes.fromhex(hexed), 4 * len(nibbles)))
-    except ValueError:
+        values = octets + [0] * (4 - len(octets))
+        return ipaddress.IPv4Network((bytes(values), 8 * len(octets)))
+    nibbles: list[bytes] = []
+    for label in spelled[:32]:
+        if not (len(label) == 1 and label in b"0123456789abcdef"):
+            break
+        nibbles.append(label)
+    if not nibbles:
         return None
+    hexed = b"".join(nibbles).decode().ljust(32, "0")
+    return ipaddress.IPv6Network((bytes.fromhex(hexed), 4 * len(nibbles)))
 
 
 class LocalPolicy:

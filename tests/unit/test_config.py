@@ -174,11 +174,6 @@ def test_run_rejects_bad_config_before_binding(tmp_path: Path) -> None:
     assert "cache.max_entries" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG config.py:230 `parts.port or DEFAULT_PORTS[scheme]` turns an explicit :0 into "
-    "the default port instead of rejecting it",
-)
 @pytest.mark.parametrize("url", ["udp://10.8.0.1:0", "tls://10.8.0.1:0#dns.example"])
 def test_upstream_port_zero_is_an_error(url: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -113,11 +113,6 @@ def test_reverse_network() -> None:
     assert reverse_network(b"\x03300\x07in-addr\x04arpa\x00") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG policy.py reverse_network: a non-numeric label below a private reverse zone "
-    "makes the name 'not a reverse name', so it is forwarded and reveals the LAN prefix",
-)
 @pytest.mark.parametrize(
     "name",
     [
