@@ -182,10 +182,12 @@ def _list(section: Mapping[str, Any], key: str, path: str, default: list[Any]) -
 def parse_listen(text: object, where: str) -> ListenAddress:
     if not isinstance(text, str):
         raise ConfigError(where, f"must be a string like 127.0.0.1:53, got {_type_name(text)}")
-    match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([0-9.]+):(\d+)|\[?([0-9A-Fa-f:.]+)\]?", text)
+    match = re.fullmatch(
+        r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([0-9.]+):(\d+)|\[([0-9A-Fa-f:.]+)\]|([0-9A-Fa-f:.]+)", text
+    )
     if not match:
         raise ConfigError(where, f"{text!r} is not IP:port or [IPv6]:port")
-    host = match.group(1) or match.group(3) or match.group(5)
+    host = match.group(1) or match.group(3) or match.group(5) or match.group(6)
     port_text = match.group(2) or match.group(4) or "53"
     try:
         ip = ipaddress.ip_address(host)

@@ -96,6 +96,8 @@ def test_reverse_via_vpn_and_listen_forms() -> None:
         ),
         (base(listen=["127.0.0.1:0"]), "listen[0]", "out of range"),
         (base(listen=["localhost:53"]), "listen[0]", "IP"),
+        (base(listen=["[::1"]), "listen[0]", "IP:port"),
+        (base(listen=["::1]:53"]), "listen[0]", "IP:port"),
         (base(listen=["127.0.0.1:53", "127.0.0.1:53"]), "listen", "twice"),
         (base(listen="127.0.0.1:53"), "listen", "list"),
         (base(tunnel={"interfaces": ["a-very-long-interface-name"]}), "tunnel.interfaces[0]", "15"),
