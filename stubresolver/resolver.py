@@ -320,6 +320,10 @@ class Resolver:
         if self._flights.get(flight.key) is flight:
             del self._flights[flight.key]
         waiters, flight.waiters = flight.waiters, []
+        if response is not None and self._state().epoch != flight.epoch:
+            # Defence in depth: tunnel_changed normally ends flights first, but no answer may
+            # ever cross an epoch (STYLE.md 11), whatever the order of callbacks.
+            response, error = None, UpstreamError("epoch", "resolver", "tunnel changed")
         if response is None:
             assert error is not None
             for query, data, reply in waiters:
@@ -328,7 +332,7 @@ class Resolver:
                 else:
                     reply(self._upstream_servfail(query, data, error))
             return
-        if waiters and self.cache is not None and self._state().epoch == flight.epoch:
+        if waiters and self.cache is not None:
             self.cache.store(waiters[0][0], response, self._clock())
         for query, _, reply in waiters:
             self._count(Outcome.FORWARDED, query)

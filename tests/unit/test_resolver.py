@@ -460,3 +460,25 @@ def test_forwards_are_bounded() -> None:
     assert all(r.rcode() == dns.rcode.NOERROR for r in answered)
     assert len(fake.sent) == 2
     assert resolver.stats.outcomes[Outcome.SERVFAIL_BUSY] == 1
+
+
+def test_an_answer_never_crosses_an_epoch_even_without_tunnel_changed() -> None:
+    # The monitor publishes the new epoch; suppose tunnel_changed has not run yet.
+    state = {"now": UP}
+    fake = Fake()
+    resolver = make([fake], state=lambda: state["now"])
+
+    async def body() -> dns.message.Message:
+        fake.gate = asyncio.Event()
+        task = asyncio.ensure_future(resolve(resolver, query(use_edns=0)))
+        await asyncio.sleep(0.01)
+        state["now"] = TunnelState(
+            up=True, ifname="wg0", ifindex=8, addresses=UP.addresses, epoch=3
+        )
+        fake.gate.set()
+        return await asyncio.wait_for(task, 1.0)
+
+    reply = asyncio.run(body())
+    assert reply.rcode() == dns.rcode.SERVFAIL
+    assert ede(reply) == (23, "tunnel wg0 changed")
+    assert resolver.cache is not None and len(resolver.cache) == 0
