@@ -288,9 +288,12 @@ _PACKET_RE: Final = re.compile(
     r"\bIP (\d+\.\d+\.\d+\.\d+)\.(\d+) > (\d+\.\d+\.\d+\.\d+)\.(\d+): (.*)$"
     r"|\bIP6 ([0-9a-f:]+)\.(\d+) > ([0-9a-f:]+)\.(\d+): (.*)$"
 )
-# The kernel's own IPv6 chatter when a device comes up (router/neighbour solicitations,
-# MLD reports from fe80:: or ::): no ports, no DNS.
-_LINK_NOISE_RE: Final = re.compile(r"\bIP6 (fe80:[0-9a-f:]*|::) > ff02::[0-9a-f:]+: (HBH )?ICMP6, ")
+# The kernels' own link chatter: ARP on the veth, and IPv6 router/neighbour solicitations
+# and MLD reports between link-local (or unspecified) addresses when a device comes up.
+# No ports, no DNS.
+_LINK_NOISE_RE: Final = re.compile(
+    r"\bARP, |\bIP6 (fe80:[0-9a-f:]*|::) > (ff02:|fe80:)[0-9a-f:]+: (HBH )?ICMP6, "
+)
 # "IP 198.18.1.2 > 198.18.2.2: ICMP 198.18.1.2 udp port 50303 unreachable": the client
 # answering a WireGuard packet aimed at the port of a VPN process that was just killed.
 _UDP_UNREACH_RE: Final = re.compile(r"\bIP \S+ > \S+: ICMP \S+ udp port \d+ unreachable")
@@ -315,7 +318,7 @@ class CaptureResult:
     iface: str
     packets: list[Packet]
     unparsed: list[str]  # packets without ports (ICMP, ARP, ...): also evidence
-    link_noise: list[str]  # the kernel's own IPv6 link chatter (fe80:: -> ff02::), not DNS
+    link_noise: list[str]  # ARP, IPv6 neighbour discovery and MLD between link-locals
     udp_unreachable: list[str]  # ICMP port unreachable (for a killed VPN process's port)
     syns: list[Packet]  # TCP SYNs without ACK: connections opened during the capture
 
@@ -336,7 +339,7 @@ class CaptureResult:
 
         counts: Counter[str] = Counter(f"{p.proto}/{service(p)}" for p in self.packets)
         if self.link_noise:
-            counts["ipv6-link-local-icmp6"] = len(self.link_noise)
+            counts["link-chatter-arp-nd-mld"] = len(self.link_noise)
         if self.udp_unreachable:
             counts["icmp-udp-port-unreachable"] = len(self.udp_unreachable)
         return dict(sorted(counts.items()))
