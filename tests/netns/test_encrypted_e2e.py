@@ -17,7 +17,14 @@ Proved here, for `tls://` and for `https://` (issue 3, "Tests"):
    in the tunnel, on the physical link or at the ISP (no cleartext fallback).
 4. Twelve tunnel flaps (link down, device deleted, VPN process killed, address flushed;
    deleted and killed come back as a new device) under query load: REFUSED with EDE 23 while
-   down, answers again after each restore, and the ISP saw zero packets to 53, 853 and 443.
+   down, answers again after each restore, and the ISP saw zero packets to 53, 853 and 443
+   (captures on the VPN side's tunnel interface and the client's physical link agree).
+Also: connections are reused (one TCP connection for 24 queries), a failed authentication
+costs one handshake, not one per query, and a restart of the DoT/DoH server is recovered
+from (SERVFAIL while it is away, never a cleartext retry).
+
+Figures (per scheme: packets by port, EDE texts, time to refuse / recover, load counts) are
+printed at the end of the module with `pytest -s`.
 
 Run (root): pytest -s tests/netns/test_encrypted_e2e.py
 """
