@@ -161,6 +161,7 @@ def stub_config(listen_ip: str, listen_port: int, url: str, ca_file: str, state_
             "  level: warning",
             "  queries: false",
             f"state_dir: {state_dir}",
+            'control_socket: ""',  # no control socket needed for measuring
             "",
         ]
     )

@@ -122,6 +122,7 @@ def stub_config(listen_port: int, upstream_port: int, state_dir: str) -> str:
             "  level: warning",
             "  queries: false",
             f"state_dir: {state_dir}",
+            'control_socket: ""',  # no control socket needed for measuring
             "",
         ]
     )

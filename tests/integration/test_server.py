@@ -41,6 +41,7 @@ def base_config(tmp: Path, upstream: Unbound, **overrides: Any) -> dict[str, Any
         "tunnel": {"interfaces": ["lo"]},
         "upstreams": [f"udp://{upstream.addr}:{upstream.port}"],
         "state_dir": str(tmp),
+        "control_socket": str(tmp / "control.sock"),  # not the machine-wide default
         "logging": {"level": "debug"},
     }
     config.update(overrides)

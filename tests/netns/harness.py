@@ -81,6 +81,7 @@ class Stub:
             "tunnel": {"interfaces": [self.world.tun_c]},
             "upstreams": ["udp://100.66.0.1"],
             "state_dir": str(home / "state"),
+            "control_socket": str(home / "control.sock"),  # not the machine-wide default
             "logging": {"level": "debug"},
         }
         cfg_path = home / "config.yaml"
