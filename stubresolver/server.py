@@ -37,6 +37,11 @@ _UDP_RCVBUF = 4 * 1024 * 1024
 class ListenError(Exception):
     """A listener could not be opened (address in use, no permission, no such address)."""
 
+    def __init__(self, message: str, *, no_ipv6: bool = False) -> None:
+        super().__init__(message)
+        # The host has IPv6 off (no ::1): nobody can send to that listener anyway.
+        self.no_ipv6 = no_ipv6
+
 
 def _bind_socket(addr: ListenAddress, kind: socket.SocketKind) -> socket.socket:
     family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
@@ -52,7 +57,9 @@ def _bind_socket(addr: ListenAddress, kind: socket.SocketKind) -> socket.socket:
     except OSError as exc:
         sock.close()
         proto = "udp" if kind == socket.SOCK_DGRAM else "tcp"
-        raise ListenError(f"cannot listen on {addr} ({proto}): {exc.strerror or exc}") from None
+        no_ipv6 = addr.host == "::1" and exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT)
+        message = f"cannot listen on {addr} ({proto}): {exc.strerror or exc}"
+        raise ListenError(message, no_ipv6=no_ipv6) from None
     return sock
 
 
@@ -235,13 +242,23 @@ class DnsServer:
         socks: list[tuple[socket.socket, socket.socket]] = []
         try:
             for addr in addresses:
-                udp = _bind_socket(addr, socket.SOCK_DGRAM)
+                try:
+                    udp = _bind_socket(addr, socket.SOCK_DGRAM)
+                except ListenError as exc:
+                    if exc.no_ipv6 and len(addresses) > 1:
+                        # The default config lists [::1]:53 too; a host with IPv6 off
+                        # cannot reach it, so serve the other addresses (and say so).
+                        log.warning("%s; IPv6 seems off, skipping it", exc)
+                        continue
+                    raise
                 try:
                     tcp = _bind_socket(addr, socket.SOCK_STREAM)
                 except ListenError:
                     udp.close()
                     raise
                 socks.append((udp, tcp))
+            if not socks:
+                raise ListenError("no listen address could be bound")
         except ListenError:
             for udp, tcp in socks:
                 udp.close()
