@@ -339,6 +339,8 @@ class Resolver:
             reply(wire.patch_response(response, query.msg_id, query.qname, (), 0))
 
     def _order(self) -> list[int]:
+        if len(self.upstreams) == 1:
+            return [0]  # the common setup: nothing to choose
         now = self._clock()
         indices = range(len(self.upstreams))
         usable = [i for i in indices if self.health[i].healthy or now >= self.health[i].retry_at]

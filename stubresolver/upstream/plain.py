@@ -57,12 +57,12 @@ def _query_facts(query: bytes, label: str) -> tuple[int, bytes]:
 
 def _is_answer(msg: bytes, msg_id: int, key: bytes) -> bool:
     """A response (QR=1) with our ID and our question (RFC 5452 section 4.1)."""
-    if not wire.is_response(msg):
-        return False
-    try:
-        return wire.get_id(msg) == msg_id and wire.question_key(msg) == key
-    except WireError:
-        return False
+    return (
+        len(msg) >= wire.HEADER_LEN
+        and bool(msg[2] & 0x80)
+        and (msg[0] << 8 | msg[1]) == msg_id
+        and wire.has_question(msg, key)
+    )
 
 
 def _timeout(label: str, timeout: float) -> UpstreamError:

@@ -497,3 +497,26 @@ def test_mutated_responses_only_ever_give_wireerror_on_the_cold_paths() -> None:
         hit = cache.lookup(query, 1.0)
         if hit is not None:
             assert wire.get_id(hit) == 0x4242
+
+
+def test_has_question_agrees_with_question_key() -> None:
+    rng = random.Random(4343)
+    for _ in range(500):
+        labels = [
+            "".join(rng.choice("aAbBzZ09-_") for _ in range(rng.randrange(1, 8)))
+            for _ in range(rng.randrange(1, 4))
+        ]
+        name = ".".join(labels) + "."
+        rdtype = rng.choice(["A", "AAAA", "HTTPS", "TXT", "SVCB", "CAA"])  # HTTPS = 65 = "A"
+        data = make_query(name, rdtype)
+        key = wire.question_key(data)
+        swapped = data[:12] + data[12:-4].swapcase() + data[-4:]
+        assert wire.has_question(swapped, key)
+        other = make_query(name, "MX" if rdtype != "MX" else "A")
+        assert not wire.has_question(other, key)
+        longer = make_query("x" + name, rdtype)
+        assert not wire.has_question(longer, key)
+    no_question = bytearray(make_query())
+    no_question[5] = 0
+    assert not wire.has_question(bytes(no_question), wire.question_key(make_query()))
+    assert not wire.has_question(b"\x00" * 5, wire.question_key(make_query()))
