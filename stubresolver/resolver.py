@@ -92,7 +92,7 @@ Reply = Callable[[bytes], None]
 
 
 ExchangeCb = Callable[
-    [bytes, TunnelState, Callable[[bytes | None, UpstreamError | None], None]], None
+    [bytes, TunnelState, Callable[[bytes | None, UpstreamError | None], None], bytes], object
 ]
 
 
@@ -105,6 +105,7 @@ class _Flight:
     data: bytes  # what goes upstream
     state: TunnelState
     order: list[int]  # upstreams still to try
+    question: bytes  # wire.question_key of the query, for matching answers
     task: asyncio.Task[bytes] | None = None
     finished: bool = False
     waiters: list[tuple[wire.Query, bytes, Reply]] = field(default_factory=list)
@@ -240,7 +241,7 @@ class Resolver:
                 return
             # Privacy: the client's subnet never leaves the machine (RFC 7871 7.1.2).
             outgoing = wire.strip_ecs(data, query) if query.has_ecs else data
-            flight = _Flight(state.epoch, key, outgoing, state, self._order())
+            flight = _Flight(state.epoch, key, outgoing, state, self._order(), query.question_key())
             self._flights[key] = flight
             flight.waiters.append((query, data, reply))
             self._try_next(flight, None)
@@ -279,7 +280,7 @@ class Resolver:
         exchange_cb = getattr(upstream, "exchange_cb", None)
         if exchange_cb is not None:
             # Plain UDP: no task, no future (issue 4: the forwarding hot path).
-            cast(ExchangeCb, exchange_cb)(flight.data, flight.state, done)
+            cast(ExchangeCb, exchange_cb)(flight.data, flight.state, done, flight.question)
             return
         task = asyncio.get_running_loop().create_task(upstream.exchange(flight.data, flight.state))
         flight.task = task

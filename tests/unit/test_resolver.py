@@ -273,7 +273,10 @@ class CallbackFake:
         self.pending: list[tuple[bytes, Done]] = []
         self.closed = 0
 
-    def exchange_cb(self, query: bytes, state: TunnelState, done: Done) -> None:
+    def exchange_cb(
+        self, query: bytes, state: TunnelState, done: Done, key: bytes | None = None
+    ) -> None:
+        assert key == wire.question_key(query)  # the resolver hands over the question key
         self.pending.append((query, done))
 
     async def exchange(self, query: bytes, state: TunnelState) -> bytes:
