@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 from typing import TYPE_CHECKING
 
 from stubresolver import padding, wire
 from stubresolver.errors import UpstreamError, WireError
+from stubresolver.randomness import random_id
 from stubresolver.tunnel_state import TunnelState
 from stubresolver.upstream.tlsctx import (
     PooledConnection,
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_rng = random.SystemRandom()
 _MAX_IN_FLIGHT = 0xF000  # leave ID space free so a random pick finds a free ID quickly
 
 
@@ -94,9 +93,9 @@ class DotConnection(PooledConnection):
         orig_id, key, padded, added = read_query(query, self.label)
         if len(self._keys) >= _MAX_IN_FLIGHT:
             raise UpstreamError("protocol", self.label, "too many queries in flight")
-        wire_id = _rng.randrange(0x10000)
+        wire_id = random_id()
         while wire_id in self._keys:
-            wire_id = _rng.randrange(0x10000)
+            wire_id = random_id()
         frame = wire.tcp_frame(wire.with_id(padded, wire_id))
         fut = self._add_waiter(wire_id)
         self._keys[wire_id] = key
