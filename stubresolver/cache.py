@@ -62,7 +62,10 @@ class Cache:
 
     def lookup(self, query: wire.Query, now: float) -> bytes | None:
         """The cached answer patched for this client, or None on a miss or expiry."""
-        key = query.key
+        return self.lookup_key(query.key, query.msg_id, query.qname, now)
+
+    def lookup_key(self, key: bytes, msg_id: int, qname: bytes, now: float) -> bytes | None:
+        """`lookup` by a `Query.cache_key`, for a client's ID and question spelling."""
         entries = self._entries
         entry = entries.pop(key, None)
         if entry is None:
@@ -77,9 +80,7 @@ class Cache:
         self.hits += 1
         offsets = _OFFSETS[count].unpack_from(entry, _HEAD.size) if count else ()
         start = _HEAD.size + 2 * count
-        return wire.patch_response(
-            entry[start:], query.msg_id, query.qname, offsets, int(now - inserted)
-        )
+        return wire.patch_response(entry[start:], msg_id, qname, offsets, int(now - inserted))
 
     def store(self, query: wire.Query, response: bytes, now: float) -> bool:
         """Cache ``response`` to ``query`` if it may be cached; return whether it was.

@@ -485,3 +485,36 @@ def test_an_answer_never_crosses_an_epoch_even_without_tunnel_changed() -> None:
     assert reply.rcode() == dns.rcode.SERVFAIL
     assert ede(reply) == (23, "tunnel wg0 changed")
     assert resolver.cache is not None and len(resolver.cache) == 0
+
+
+def test_repeated_query_bytes_take_the_hit_path_with_their_own_id() -> None:
+    fake = Fake()
+    clock = Clock()
+    resolver = make([fake], clock=clock)
+
+    async def body() -> None:
+        await resolve(resolver, query("WwW.example.", msg_id=1))
+        for msg_id in (2, 3, 0xFFFF):
+            reply = await resolve(resolver, query("WwW.example.", msg_id=msg_id))
+            assert reply.id == msg_id
+            assert str(reply.question[0].name) == "WwW.example."
+        clock.now += 301  # expired: the remembered parse must not answer from a stale entry
+        await resolve(resolver, query("WwW.example.", msg_id=4))
+
+    asyncio.run(body())
+    assert len(fake.sent) == 2
+    assert resolver.stats.outcomes[Outcome.CACHED] == 3
+
+
+def test_remembered_queries_are_bounded_and_never_answer_local_names() -> None:
+    from stubresolver import resolver as resolver_module
+
+    resolver = make([Fake()], state=lambda: DOWN)
+    for _ in range(3):
+        reply = asyncio.run(resolve(resolver, query("localhost.")))
+        assert [r.to_text() for r in reply.answer[0]] == ["127.0.0.1"]
+    assert resolver.stats.outcomes[Outcome.LOCAL] == 3
+    up = make([Fake()])
+    for i in range(resolver_module._SEEN_MAX + 10):
+        up.answer_now(query(f"n{i}.example."))
+    assert len(up._seen) <= resolver_module._SEEN_MAX
