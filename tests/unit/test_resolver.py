@@ -515,6 +515,12 @@ def test_remembered_queries_are_bounded_and_never_answer_local_names() -> None:
         assert [r.to_text() for r in reply.answer[0]] == ["127.0.0.1"]
     assert resolver.stats.outcomes[Outcome.LOCAL] == 3
     up = make([Fake()])
+    for i in range(50):
+        up.answer_now(query(f"miss{i}.example."))
+    assert not up._seen  # only queries that hit are remembered
+    assert up.cache is not None
     for i in range(resolver_module._SEEN_MAX + 10):
-        up.answer_now(query(f"n{i}.example."))
-    assert len(up._seen) <= resolver_module._SEEN_MAX
+        data = query(f"n{i}.example.")
+        up.cache.store(wire.parse_query(data), answer_for(data), 1000.0)
+        up.answer_now(data)
+    assert 0 < len(up._seen) <= resolver_module._SEEN_MAX
