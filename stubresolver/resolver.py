@@ -23,7 +23,7 @@ from stubresolver.cache import Cache
 from stubresolver.errors import UpstreamError, WireError
 from stubresolver.policy import LocalPolicy
 from stubresolver.tunnel_state import TunnelState
-from stubresolver.upstream.base import Upstream
+from stubresolver.upstream.base import Done, Upstream, settle_from_task
 
 log = logging.getLogger("stubresolver.resolver")
 query_log = logging.getLogger("stubresolver.queries")
@@ -94,9 +94,7 @@ class UpstreamHealth:
 Reply = Callable[[bytes], None]
 
 
-ExchangeCb = Callable[
-    [bytes, TunnelState, Callable[[bytes | None, UpstreamError | None], None], bytes], object
-]
+ExchangeCb = Callable[[bytes, TunnelState, Done, bytes], object]
 
 
 @dataclass(slots=True)
@@ -112,25 +110,6 @@ class _Flight:
     task: asyncio.Task[bytes] | None = None
     finished: bool = False
     waiters: list[tuple[wire.Query, bytes, Reply]] = field(default_factory=list)
-
-
-def _task_done(
-    done: Callable[[bytes | None, UpstreamError | None], None],
-    label: str,
-    task: asyncio.Task[bytes],
-) -> None:
-    """Adapt an awaitable upstream's task to the callback form."""
-    if task.cancelled():
-        done(None, UpstreamError("epoch", label, "cancelled"))
-        return
-    error = task.exception()
-    if error is None:
-        done(task.result(), None)
-    elif isinstance(error, UpstreamError):
-        done(None, error)
-    else:
-        log.error("upstream %s failed unexpectedly: %r", label, error)
-        done(None, UpstreamError("protocol", label, f"internal error: {error!r}"))
 
 
 @dataclass(slots=True)
@@ -309,7 +288,7 @@ class Resolver:
             return
         task = asyncio.get_running_loop().create_task(upstream.exchange(flight.data, flight.state))
         flight.task = task
-        task.add_done_callback(functools.partial(_task_done, done, upstream.url))
+        task.add_done_callback(functools.partial(settle_from_task, done, upstream.url))
 
     def _answered(
         self,

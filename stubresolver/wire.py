@@ -245,12 +245,6 @@ def with_id(msg: bytes, msg_id: int) -> bytes:
     return _H.pack(msg_id) + msg[2:]
 
 
-def get_rcode(msg: bytes) -> int:
-    if len(msg) < HEADER_LEN:
-        raise WireError(FORMERR, "message shorter than a header")
-    return msg[3] & 0x0F
-
-
 def is_truncated(msg: bytes) -> bool:
     return len(msg) >= 4 and bool(msg[2] & 0x02)
 

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
 from typing import Protocol
 
+from stubresolver.errors import UpstreamError
 from stubresolver.tunnel_state import TunnelState
+
+log = logging.getLogger(__name__)
+
+# Completion callback of a callback-based exchange: (answer, None) or (None, error), once.
+Done = Callable[[bytes | None, UpstreamError | None], None]
 
 
 class Upstream(Protocol):
@@ -27,3 +36,19 @@ class Upstream(Protocol):
     async def close(self) -> None:
         """Close every pooled socket; the upstream may be used again afterwards."""
         ...
+
+
+def settle_from_task(done: Done, label: str, task: asyncio.Task[bytes]) -> None:
+    """Hand an exchange task's outcome to a `Done` callback: the one adapter from the
+    awaitable form to the callback form. Foreign exceptions become ``protocol`` errors."""
+    if task.cancelled():
+        done(None, UpstreamError("epoch", label, "cancelled"))
+        return
+    error = task.exception()
+    if error is None:
+        done(task.result(), None)
+    elif isinstance(error, UpstreamError):
+        done(None, error)
+    else:
+        log.error("upstream %s failed unexpectedly: %r", label, error)
+        done(None, UpstreamError("protocol", label, f"internal error: {error!r}"))

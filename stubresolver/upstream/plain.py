@@ -26,6 +26,7 @@ from stubresolver import netbind, wire
 from stubresolver.errors import UpstreamError, WireError
 from stubresolver.randomness import random_below, random_id
 from stubresolver.tunnel_state import TunnelState
+from stubresolver.upstream.base import Done, settle_from_task
 
 if TYPE_CHECKING:
     from stubresolver.config import UpstreamConfig
@@ -35,10 +36,6 @@ log = logging.getLogger(__name__)
 _MAX_MESSAGE = 65535
 
 
-_random_id = random_id
-
-# Completion callback of the callback-based exchange: (answer, None) or (None, error).
-Done = Callable[[bytes | None, UpstreamError | None], None]
 # Withdraws a query sent with a callback (its caller was cancelled); ``done`` is then not called.
 Withdraw = Callable[[], None]
 
@@ -106,6 +103,21 @@ async def tcp_exchange(
         raise UpstreamError("connect", label, f"tcp: {netbind.errno_name(exc)}") from exc
     finally:
         sock.close()
+
+
+async def tcp_query(
+    state: TunnelState,
+    dest: tuple[str, int],
+    query: bytes,
+    key: bytes,
+    orig_id: int,
+    deadline: float,
+    label: str,
+) -> bytes:
+    """`tcp_exchange` under a fresh random wire ID; the answer carries ``orig_id`` again."""
+    out = wire.with_id(query, random_id())
+    answer = await tcp_exchange(state, dest, out, key, deadline=deadline, label=label)
+    return wire.with_id(answer, orig_id)
 
 
 # Sockets per upstream. Each is a connected socket on its own kernel-chosen random port; a
@@ -335,29 +347,16 @@ class UdpUpstream:
                 done(None, error)
             elif wire.is_truncated(msg):
                 # RFC 7766 section 5: a truncated UDP answer is retried over TCP, same server.
-                out = wire.with_id(query, random_id())
                 task = loop.create_task(
-                    tcp_exchange(state, self.dest, out, key, deadline=deadline, label=self.url)
+                    tcp_query(state, self.dest, query, key, orig_id, deadline, self.url)
                 )
                 self._tasks.add(task)
-                task.add_done_callback(functools.partial(self._tcp_done, orig_id, done))
+                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(functools.partial(settle_from_task, done, self.url))
             else:
                 done(wire.with_id(msg, orig_id), None)
 
         return self.pool.send(query, key, state, deadline, answered)
-
-    def _tcp_done(self, orig_id: int, done: Done, task: asyncio.Task[bytes]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled():
-            done(None, UpstreamError("epoch", self.url, "TCP retry cancelled"))
-            return
-        error = task.exception()
-        if error is None:
-            done(wire.with_id(task.result(), orig_id), None)
-        elif isinstance(error, UpstreamError):
-            done(None, error)
-        else:
-            done(None, UpstreamError("protocol", self.url, f"TCP retry failed: {error!r}"))
 
     async def exchange(self, query: bytes, state: TunnelState) -> bytes:
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
@@ -385,9 +384,7 @@ class TcpUpstream:
     async def exchange(self, query: bytes, state: TunnelState) -> bytes:
         deadline = asyncio.get_running_loop().time() + self.timeout
         orig_id, key = _query_facts(query, self.url)
-        out = wire.with_id(query, _random_id())
-        answer = await tcp_exchange(state, self.dest, out, key, deadline=deadline, label=self.url)
-        return wire.with_id(answer, orig_id)
+        return await tcp_query(state, self.dest, query, key, orig_id, deadline, self.url)
 
     async def close(self) -> None:
         """Nothing is pooled yet."""
