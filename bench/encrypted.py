@@ -12,15 +12,10 @@ stopped, by PID. See bench/README.md ("Encrypted upstreams").
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -531,34 +526,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(raw)
-    for tool in ("dnsperf", "unbound", "openssl"):
-        if shutil.which(tool) is None:
-            print(f"missing tool: {tool}", file=sys.stderr)
-            return 2
-    signal.signal(signal.SIGTERM, base._raise_exit)  # so `finally` stops what we started
-    workdir = Path(tempfile.mkdtemp(prefix="stubbench-tls-"))
-    harness = base.Harness(workdir)
     command = " ".join(["python", "bench/encrypted.py", *raw])
-    t0 = time.monotonic()
-    try:
-        report = run_encrypted(args, workdir, harness, command)
-    except (RuntimeError, subprocess.SubprocessError) as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        harness.close()
-        if args.keep_tmp:
-            print(f"temp dir kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    report.settings["elapsed_s"] = round(time.monotonic() - t0, 1)
-    print()
-    print(render(report))
-    print(f"elapsed {report.settings['elapsed_s']} s")
-    if args.json is not None:
-        args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")
-        print(f"JSON written to {args.json}")
-    return 0
+    return base.run_and_report(
+        tools=("dnsperf", "unbound", "openssl"),
+        prefix="stubbench-tls-",
+        keep_tmp=args.keep_tmp,
+        json_path=args.json,
+        body=lambda workdir, harness: run_encrypted(args, workdir, harness, command),
+        render_report=render,
+    )
 
 
 if __name__ == "__main__":

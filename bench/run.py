@@ -24,10 +24,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Protocol, TypeVar
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -548,7 +549,7 @@ MAX_QPS_UPSTREAM = 160_000
 
 @dataclass
 class Report:
-    settings: dict[str, float | int]
+    settings: dict[str, float | int | str]
     samples: list[Sample] = field(default_factory=list)
     startup_ms: dict[str, list[float]] = field(default_factory=dict)
     rss_idle_mb: dict[str, float] = field(default_factory=dict)
@@ -901,35 +902,63 @@ def _raise_exit(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    for tool in ("dnsperf", "dnsmasq", "unbound"):
+class _Report(Protocol):
+    settings: dict[str, float | int | str]
+
+
+R = TypeVar("R", bound=_Report)
+
+
+def run_and_report(
+    *,
+    tools: Sequence[str],
+    prefix: str,
+    keep_tmp: bool,
+    json_path: Path | None,
+    body: Callable[[Path, Harness], R],
+    render_report: Callable[[R], str],
+) -> int:
+    """What every bench command shares: check the tools, make a temp dir, run ``body``,
+    stop what it started (also on SIGTERM), print the report and write it as JSON."""
+    for tool in tools:
         if shutil.which(tool) is None:
             print(f"missing tool: {tool}", file=sys.stderr)
             return 2
     signal.signal(signal.SIGTERM, _raise_exit)  # so `finally` stops what we started
-    workdir = Path(tempfile.mkdtemp(prefix="stubbench-"))
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     harness = Harness(workdir)
     t0 = time.monotonic()
     try:
-        report = run_benchmark(args, workdir, harness)
+        report = body(workdir, harness)
     except (RuntimeError, subprocess.SubprocessError) as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
     finally:
         harness.close()
-        if args.keep_tmp:
+        if keep_tmp:
             print(f"temp dir kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     report.settings["elapsed_s"] = round(time.monotonic() - t0, 1)
     print()
-    print(render(report))
+    print(render_report(report))
     print(f"\nelapsed {report.settings['elapsed_s']} s")
-    if args.json is not None:
-        args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")
-        print(f"JSON written to {args.json}")
+    if json_path is not None:
+        json_path.write_text(json.dumps(asdict(report), indent=2) + "\n")  # type: ignore[call-overload]
+        print(f"JSON written to {json_path}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_and_report(
+        tools=("dnsperf", "dnsmasq", "unbound"),
+        prefix="stubbench-",
+        keep_tmp=args.keep_tmp,
+        json_path=args.json,
+        body=lambda workdir, harness: run_benchmark(args, workdir, harness),
+        render_report=render,
+    )
 
 
 if __name__ == "__main__":
