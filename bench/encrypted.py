@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ if __package__ in (None, ""):  # run as `python bench/encrypted.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import run as base
+from bench.pki import make_pki
 
 TLS_UPSTREAM_IP = "127.0.40.10"  # unbound: plain (readiness only), DoT, DoH
 FORWARDER_IP = "127.0.40.11"  # unbound, forward-tls-upstream to TLS_UPSTREAM_IP
@@ -183,44 +183,6 @@ def tcp_inodes_to(proc_net_tcp: str, ip: str, port: int) -> set[int]:
 # ---------------------------------------------------------------- PKI (openssl CLI)
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    cert: Path  # leaf then CA
-    key: Path
-
-
-def _openssl(*args: str) -> None:
-    done = subprocess.run(["openssl", *args], capture_output=True, check=False, timeout=30)
-    if done.returncode != 0:
-        raise RuntimeError(f"openssl {' '.join(args)}: {done.stderr.decode(errors='replace')}")
-
-
-def make_pki(tmp: Path) -> Pki:
-    """A throwaway CA and a leaf for AUTH_NAME and TLS_UPSTREAM_IP (EC P-256, 2 days)."""
-    ca_key, ca, key = tmp / "ca.key", tmp / "ca.pem", tmp / "server.key"
-    for k in (ca_key, key):
-        _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-                 "-out", str(k))  # fmt: skip
-    _openssl("req", "-x509", "-new", "-key", str(ca_key), "-days", "2",
-             "-subj", "/CN=stubresolver bench CA",
-             "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", str(ca))  # fmt: skip
-    csr, ext, leaf = tmp / "server.csr", tmp / "server.ext", tmp / "server-leaf.pem"
-    _openssl("req", "-new", "-key", str(key), "-subj", f"/CN={AUTH_NAME}", "-out", str(csr))
-    ext.write_text(
-        "basicConstraints=critical,CA:FALSE\n"
-        "keyUsage=critical,digitalSignature\n"
-        "extendedKeyUsage=serverAuth\n"
-        f"subjectAltName=DNS:{AUTH_NAME},IP:{TLS_UPSTREAM_IP}\n"
-    )
-    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
-             "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(leaf))  # fmt: skip
-    cert = tmp / "server.pem"
-    cert.write_bytes(leaf.read_bytes() + ca.read_bytes())
-    return Pki(ca=ca, cert=cert, key=key)
-
-
 # ---------------------------------------------------------------- measuring
 
 
@@ -272,7 +234,7 @@ def run_encrypted(
         print(f"  note: {msg}", flush=True)
 
     # ---- PKI and servers
-    pki = make_pki(workdir)
+    pki = make_pki(workdir, AUTH_NAME, (TLS_UPSTREAM_IP,), label="bench")
     plain, dot, doh = (base.free_port(TLS_UPSTREAM_IP) for _ in range(3))
     while len({plain, dot, doh}) < 3:  # pragma: no cover - free_port races with itself
         dot, doh = base.free_port(TLS_UPSTREAM_IP), base.free_port(TLS_UPSTREAM_IP)

@@ -17,7 +17,6 @@ from tlsworld import (
     LO,
     SCRIPT_TLS_ADDR,
     ConnectCounter,
-    Pki,
     ScriptedTlsServer,
     UnboundTls,
     addresses,
@@ -27,6 +26,7 @@ from tlsworld import (
     run_unbound_tls,
 )
 
+from bench.pki import Pki
 from stubresolver.config import UpstreamConfig
 from stubresolver.errors import UpstreamError
 from stubresolver.upstream.factory import make_upstream

@@ -19,7 +19,6 @@ from tlsworld import (
     LO,
     SCRIPT_TLS_ADDR,
     ConnectCounter,
-    Pki,
     ScriptedTlsServer,
     UnboundTls,
     addresses,
@@ -30,6 +29,7 @@ from tlsworld import (
     run_unbound_tls,
 )
 
+from bench.pki import Pki
 from stubresolver.config import UpstreamConfig
 from stubresolver.errors import UpstreamError
 from stubresolver.upstream.factory import make_upstream

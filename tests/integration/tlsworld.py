@@ -21,6 +21,8 @@ import dns.message
 import dns.rrset
 import pytest
 
+from bench import pki as pki_module
+from bench.pki import Pki
 from stubresolver import netbind
 from stubresolver.tunnel_state import TunnelState
 
@@ -36,70 +38,9 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-def _openssl(*args: str, stdin: bytes | None = None) -> bytes:
-    exe = shutil.which("openssl")
-    if exe is None:
-        raise RuntimeError("openssl is not installed (Debian package openssl)")
-    done = subprocess.run([exe, *args], input=stdin, capture_output=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"openssl {' '.join(args)}: {done.stderr.decode()}")
-    return done.stdout
-
-
-@dataclass(frozen=True)
-class Pki:
-    """A CA, a leaf for AUTH_NAME + the server IPs signed by it, and an unrelated CA."""
-
-    ca: Path
-    cert: Path  # leaf, then the CA (a chain file as servers want it)
-    key: Path
-    other_ca: Path
-    other_key: Path  # a second key: pins of it must not match the server
-
-    def pin(self, key: Path | None = None) -> str:
-        """base64 SHA-256 of the SPKI of ``key`` (default the server's), by openssl."""
-        der = _openssl("pkey", "-in", str(key or self.key), "-pubout", "-outform", "DER")
-        digest = _openssl("dgst", "-sha256", "-binary", stdin=der)
-        import base64
-
-        return base64.b64encode(digest).decode()
-
-
 def make_pki(tmp: Path) -> Pki:
-    """Generate a throwaway PKI under ``tmp`` with the openssl CLI (EC P-256: fast)."""
-
-    def key(name: str) -> Path:
-        path = tmp / f"{name}.key"
-        _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-                 "-out", str(path))  # fmt: skip
-        return path
-
-    def ca(name: str) -> tuple[Path, Path]:
-        k = key(name)
-        cert = tmp / f"{name}.pem"
-        _openssl("req", "-x509", "-new", "-key", str(k), "-days", "2", "-subj",
-                 f"/CN=stubresolver test {name}", "-addext", "basicConstraints=critical,CA:TRUE",
-                 "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", str(cert))  # fmt: skip
-        return cert, k
-
-    ca_cert, ca_key = ca("ca")
-    other_ca, _ = ca("otherca")
-    leaf_key = key("server")
-    csr = tmp / "server.csr"
-    _openssl("req", "-new", "-key", str(leaf_key), "-subj", f"/CN={AUTH_NAME}", "-out", str(csr))
-    ext = tmp / "server.ext"
-    ext.write_text(
-        "basicConstraints=critical,CA:FALSE\n"
-        "keyUsage=critical,digitalSignature\n"
-        "extendedKeyUsage=serverAuth\n"
-        f"subjectAltName=DNS:{AUTH_NAME},IP:{TLS_ADDR},IP:{SCRIPT_TLS_ADDR}\n"
-    )
-    leaf = tmp / "server-leaf.pem"
-    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
-             "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(leaf))  # fmt: skip
-    chain = tmp / "server.pem"
-    chain.write_bytes(leaf.read_bytes() + ca_cert.read_bytes())
-    return Pki(ca=ca_cert, cert=chain, key=leaf_key, other_ca=other_ca, other_key=key("other"))
+    """The test PKI for the loopback DoT/DoH servers (bench/pki.py makes it)."""
+    return pki_module.make_pki(tmp, AUTH_NAME, (TLS_ADDR, SCRIPT_TLS_ADDR))
 
 
 UNBOUND_TLS_CONF = """\

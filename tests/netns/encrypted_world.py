@@ -8,12 +8,10 @@ our choosing, and packet captures (tcpdump) inside a namespace, parsed into port
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,6 +19,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+
+from bench import pki as pki_module
+from bench.pki import Pki
 
 from .harness import Stub
 from .world import (
@@ -47,67 +48,9 @@ DOH_PATH: Final = "/dns-query"
 # ------------------------------------------------------------------------------- PKI
 
 
-def _openssl(*args: str, stdin: bytes | None = None) -> bytes:
-    done = subprocess.run(["openssl", *args], input=stdin, capture_output=True, check=False)
-    if done.returncode != 0:
-        raise WorldError(f"openssl {' '.join(args)}: {done.stderr.decode(errors='replace')}")
-    return done.stdout
-
-
-@dataclass(frozen=True)
-class Pki:
-    """A test CA, a leaf for AUTH_NAME (and the VPN tunnel IP) signed by it, an unrelated
-    CA (for "untrusted CA") and an unrelated key (for "wrong pin")."""
-
-    ca: Path
-    chain: Path  # leaf then CA, as unbound's tls-service-pem wants it
-    key: Path
-    other_ca: Path
-    other_key: Path
-
-    def pin(self, key: Path | None = None) -> str:
-        """base64 SHA-256 of the SubjectPublicKeyInfo of `key` (default: the server's)."""
-        der = _openssl("pkey", "-in", str(key or self.key), "-pubout", "-outform", "DER")
-        return base64.b64encode(_openssl("dgst", "-sha256", "-binary", stdin=der)).decode()
-
-
 def make_pki(tmp: Path) -> Pki:
-    """Generate the PKI under `tmp` (EC P-256: fast to make)."""
-    tmp.mkdir(parents=True, exist_ok=True)
-
-    def key(name: str) -> Path:
-        path = tmp / f"{name}.key"
-        _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-                 "-out", str(path))  # fmt: skip
-        return path
-
-    def ca(name: str) -> tuple[Path, Path]:
-        k = key(name)
-        cert = tmp / f"{name}.pem"
-        _openssl("req", "-x509", "-new", "-key", str(k), "-days", "2",
-                 "-subj", f"/CN=stubresolver e2e {name}",
-                 "-addext", "basicConstraints=critical,CA:TRUE",
-                 "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", str(cert))  # fmt: skip
-        return cert, k
-
-    ca_cert, ca_key = ca("ca")
-    other_ca, _ = ca("otherca")
-    leaf_key = key("server")
-    csr = tmp / "server.csr"
-    _openssl("req", "-new", "-key", str(leaf_key), "-subj", f"/CN={AUTH_NAME}", "-out", str(csr))
-    ext = tmp / "server.ext"
-    ext.write_text(
-        "basicConstraints=critical,CA:FALSE\n"
-        "keyUsage=critical,digitalSignature\n"
-        "extendedKeyUsage=serverAuth\n"
-        f"subjectAltName=DNS:{AUTH_NAME},IP:{VPN_TUN_ADDR}\n"
-    )
-    leaf = tmp / "server-leaf.pem"
-    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
-             "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(leaf))  # fmt: skip
-    chain = tmp / "server.pem"
-    chain.write_bytes(leaf.read_bytes() + ca_cert.read_bytes())
-    return Pki(ca=ca_cert, chain=chain, key=leaf_key, other_ca=other_ca, other_key=key("other"))
+    """The test PKI: a leaf for AUTH_NAME and the VPN tunnel IP (bench/pki.py makes it)."""
+    return pki_module.make_pki(tmp, AUTH_NAME, (VPN_TUN_ADDR,), label="e2e")
 
 
 # ---------------------------------------------------------------- DoT/DoH server (VPN ns)
@@ -188,7 +131,7 @@ def start_tls_server(world: World, pki: Pki, timeout: float = 10.0) -> TlsServer
   tls-port: {DOT_PORT}
   https-port: {DOH_PORT}
   tls-service-key: "{pki.key}"
-  tls-service-pem: "{pki.chain}"
+  tls-service-pem: "{pki.cert}"
   http-endpoint: "{DOH_PATH}"
   do-ip4: yes
   do-ip6: no

@@ -46,6 +46,8 @@ from typing import Any, Final
 
 import pytest
 
+from bench.pki import Pki
+
 from .encrypted_world import (
     DOH_PORT,
     DOT_PORT,
@@ -53,7 +55,6 @@ from .encrypted_world import (
     Capture,
     CaptureResult,
     ConfiguredStub,
-    Pki,
     TlsServer,
     make_pki,
     start_tls_server,
