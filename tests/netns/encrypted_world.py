@@ -8,12 +8,8 @@ our choosing, and packet captures (tcpdump) inside a namespace, parsed into port
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import signal
-import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -28,7 +24,6 @@ from .world import (
     C_TUN_ADDR,
     LOAD_ADDR,
     LOAD_ZONE,
-    REPO_ROOT,
     VPN_TUN_ADDR,
     WWW_ADDR,
     WWW_NAME,
@@ -188,40 +183,10 @@ def upstream_entry(
 
 
 class ConfiguredStub(Stub):
-    """The harness's Stub (same process handling, readiness probe and stop), started with an
-    upstream list of the test's choosing instead of the harness's fixed `udp://`."""
+    """The harness's Stub started with an upstream list of the test's choosing."""
 
     def __init__(self, world: World, upstreams: list[Any]) -> None:
-        super().__init__(world)
-        self.upstreams = upstreams
-
-    def start(self, *, wait_ready: bool = True) -> None:
-        assert self.proc is None, "stub already running"
-        self.runs += 1
-        home = Path(tempfile.mkdtemp(prefix="stub-enc-", dir=self.world.tmp))
-        (home / "state").mkdir()
-        config = {
-            "listen": ["127.0.0.1:53"],
-            "tunnel": {"interfaces": [self.world.tun_c]},
-            "upstreams": self.upstreams,
-            "state_dir": str(home / "state"),
-            "logging": {"level": "debug"},
-            # Our own control socket: the default /run/stubresolver/control.sock is one path
-            # for every stub on the host, whatever namespace it runs in.
-            "control_socket": str(home / "control.sock"),
-        }
-        cfg_path = home / "config.yaml"
-        cfg_path.write_text(json.dumps(config, indent=2) + "\n")  # JSON is YAML
-        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONUNBUFFERED="1")
-        self.proc = self.world.spawn(
-            home.name,
-            self.world.ns_c,
-            [sys.executable, "-m", "stubresolver", "run", "--config", str(cfg_path)],
-            env=env,
-            cwd=REPO_ROOT,
-        )
-        if wait_ready:
-            self.wait_ready()
+        super().__init__(world, upstreams)
 
 
 # ----------------------------------------------------------------------------- captures

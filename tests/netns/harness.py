@@ -65,8 +65,10 @@ class Figures:
 class Stub:
     """`python -m stubresolver run` inside the client namespace, started on demand."""
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, upstreams: list[Any] | None = None) -> None:
         self.world = world
+        # URL strings or mappings, as in the config; by default the VPN's plain DNS.
+        self.upstreams: list[Any] = upstreams or ["udp://100.66.0.1"]
         self.proc: Process | None = None
         self.runs = 0
         self.sock = world.c_socket()
@@ -79,7 +81,7 @@ class Stub:
         config = {
             "listen": ["127.0.0.1:53"],
             "tunnel": {"interfaces": [self.world.tun_c]},
-            "upstreams": ["udp://100.66.0.1"],
+            "upstreams": self.upstreams,
             "state_dir": str(home / "state"),
             "control_socket": str(home / "control.sock"),  # not the machine-wide default
             "logging": {"level": "debug"},
