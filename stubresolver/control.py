@@ -139,6 +139,10 @@ def parse_request(line: bytes) -> str:
         request = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"request is not JSON: {exc}") from None
+    except RecursionError:
+        # 4 KB of "[" nests past the interpreter's recursion limit inside json's scanner;
+        # that is a bad request like any other, not a crash of the connection handler.
+        raise ValueError("request is nested too deeply") from None
     if not isinstance(request, dict):
         raise ValueError('request must be a JSON object like {"cmd": "status"}')
     cmd = request.get("cmd")

@@ -47,7 +47,11 @@ def _bind_socket(addr: ListenAddress, kind: socket.SocketKind) -> socket.socket:
     family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
     sock = socket.socket(family, kind)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if kind == socket.SOCK_STREAM:
+            # TCP only: a restart must not wait out TIME_WAIT. On UDP, SO_REUSEADDR would let
+            # any other local program bind the same address too (if it sets the option) and
+            # receive part of the queries; without it that bind fails with EADDRINUSE.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if kind == socket.SOCK_DGRAM:

@@ -9,6 +9,7 @@ too, so every synthetic answer comes from one constructor (STYLE.md 6).
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
@@ -378,15 +379,36 @@ def encode_name(name: str) -> bytes:
     return bytes(out)
 
 
+# Label bytes printed as themselves in presentation form; everything else is escaped.
+_PLAIN_LABEL = re.compile(rb"[!-\[\]-~]*")  # 0x21-0x7E except "\\"; "." handled below
+
+
 def decode_name(wire_name: bytes) -> str:
-    """Wire-form uncompressed name -> lower-case presentation form with trailing dot."""
+    """Wire-form uncompressed name -> lower-case presentation form with trailing dot.
+
+    A label may hold any byte (RFC 2181 11), so a crafted name could carry a newline or an
+    escape sequence into the query log and forge lines there. Bytes outside printable ASCII,
+    and "." and "\\" inside a label, are written as RFC 1035 5.1 escapes (``\\DDD``, ``\\.``).
+    """
     labels: list[str] = []
     pos = 0
     while pos < len(wire_name) and wire_name[pos]:
         length = wire_name[pos]
-        labels.append(wire_name[pos + 1 : pos + 1 + length].decode("ascii", "replace").lower())
+        label = wire_name[pos + 1 : pos + 1 + length].lower()
+        if _PLAIN_LABEL.fullmatch(label) and b"." not in label:
+            labels.append(label.decode("ascii"))
+        else:
+            labels.append("".join(_escape_byte(b) for b in label))
         pos += length + 1
     return ".".join(labels) + "."
+
+
+def _escape_byte(value: int) -> str:
+    if value in (0x2E, 0x5C):  # "." and "\\"
+        return "\\" + chr(value)
+    if 0x21 <= value <= 0x7E:
+        return chr(value)
+    return f"\\{value:03d}"
 
 
 # --- responses from upstreams: TTLs, truncation ------------------------------------------

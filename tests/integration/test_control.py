@@ -226,6 +226,8 @@ BAD_REQUESTS = [
     pytest.param(b"x" * 5000 + b"\n", "longer than 4096", id="oversized"),
     pytest.param(b"x" * 100_000, "longer than 4096", id="oversized-no-newline"),
     pytest.param(b'{"cmd": "status"', "not JSON", id="half-line-then-eof"),
+    pytest.param(b"[" * 4000 + b"\n", "nested too deeply", id="deep-array"),
+    pytest.param(b'{"cmd": "status", "x": ' + b"[" * 4000 + b"\n", "nested", id="deep-in-object"),
 ]
 
 

@@ -8,6 +8,7 @@ every bad-input case, fail-closed refusal, SIGHUP reload and SIGTERM.
 from __future__ import annotations
 
 import contextlib
+import errno
 import signal
 import socket
 import struct
@@ -19,6 +20,7 @@ from typing import Any
 import dns.edns
 import dns.flags
 import dns.message
+import dns.name
 import dns.opcode
 import dns.rcode
 import dns.rdatatype
@@ -388,6 +390,30 @@ def test_query_names_not_logged_by_default(tmp_path: Path, unbound: Unbound) -> 
     with run_stub(path, STUB_ADDR, _port(config)) as proc:
         proc.udp(query("logged-name.example"))
     assert "logged-name" in proc.stderr
+
+
+def test_logged_query_names_cannot_forge_log_lines(tmp_path: Path, unbound: Unbound) -> None:
+    config = base_config(tmp_path, unbound, logging={"level": "info", "queries": True})
+    path = write_config(tmp_path / "config.yaml", config)
+    crafted = dns.name.Name([b"x\nFORGED line\x1b[2J", b"example", b""])
+    with run_stub(path, STUB_ADDR, _port(config)) as proc:
+        proc.udp(dns.message.make_query(crafted, "A"))
+    lines = proc.stderr.splitlines()
+    assert not [line for line in lines if line.startswith("FORGED")], proc.stderr
+    assert "\x1b" not in proc.stderr
+    assert "x\\010forged\\032line\\027[2j.example." in proc.stderr
+
+
+def test_no_second_socket_can_share_the_udp_listener(stub: StubProcess) -> None:
+    # Another local user would set SO_REUSEADDR (and SO_REUSEPORT) to share the port and
+    # receive some of the queries; the stub's UDP socket does not allow either.
+    for option in (socket.SO_REUSEADDR, socket.SO_REUSEPORT):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as thief:
+            thief.setsockopt(socket.SOL_SOCKET, option, 1)
+            with pytest.raises(OSError) as caught:
+                thief.bind((stub.host, stub.port))
+            assert caught.value.errno == errno.EADDRINUSE
+    assert stub.udp(query("a.example")).rcode() == dns.rcode.NOERROR
 
 
 def test_listen_in_use_fails_cleanly(tmp_path: Path, unbound: Unbound) -> None:

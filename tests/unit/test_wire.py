@@ -520,3 +520,20 @@ def test_has_question_agrees_with_question_key() -> None:
     no_question[5] = 0
     assert not wire.has_question(bytes(no_question), wire.question_key(make_query()))
     assert not wire.has_question(b"\x00" * 5, wire.question_key(make_query()))
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        (b"\x03www\x07Example\x03com\x00", "www.example.com."),
+        (b"\x00", "."),
+        # A newline in a label would start a forged line in the query log.
+        (b"\x0aa\nfake log\x03com\x00", "a\\010fake\\032log.com."),
+        (b"\x03a.b\x02c\\\x00", "a\\.b.c\\\\."),
+        (b"\x02\x1b[\x00", "\\027[."),
+        (b"\x02\xc3\xa9\x00", "\\195\\169."),
+    ],
+)
+def test_decode_name_escapes_what_could_forge_a_log_line(name: bytes, text: str) -> None:
+    assert wire.decode_name(name) == text
+    assert all(0x21 <= ord(c) <= 0x7E for c in wire.decode_name(name))
