@@ -24,6 +24,9 @@ T = TypeVar("T")
 
 DEFAULT_PORTS = {"udp": 53, "tcp": 53, "tls": 853, "https": 443}
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@*?\[\]-]{1,15}$")
+# A host name in A-label (ASCII) form: LDH labels of 1-63 characters (RFC 1123 2.1).
+_HOSTNAME_RE = re.compile(r"(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+")
+_URL_PATH_RE = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_CONTROL_SOCKET = "/run/stubresolver/control.sock"
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL (unix(7)).
@@ -231,6 +234,9 @@ def parse_upstream(item: object, where: str) -> UpstreamConfig:
         raise ConfigError(
             url_where, f"{url!r}: the server must be an IP address, never a name"
         ) from None
+    if ip.is_unspecified or ip.is_multicast:
+        # 0.0.0.0 / :: would mean "this host" to connect(); a multicast group is not a server.
+        raise ConfigError(url_where, f"{url!r}: {ip} is not a unicast server address")
     try:
         explicit = parts.port
     except ValueError:
@@ -239,6 +245,9 @@ def parse_upstream(item: object, where: str) -> UpstreamConfig:
     if not 0 < port < 65536:
         raise ConfigError(url_where, f"{url!r}: port {port} is out of range 1-65535")
     auth_name = parts.fragment or None
+    if auth_name is not None and not _HOSTNAME_RE.fullmatch(auth_name):
+        # It goes into SNI, certificate checks and :authority; ASCII (A-label) names only.
+        raise ConfigError(url_where, f"{url!r}: #{auth_name} is not an ASCII host name")
     path: str | None = None
     if scheme in ("udp", "tcp"):
         if parts.path not in ("", "/") or auth_name:
@@ -251,6 +260,10 @@ def parse_upstream(item: object, where: str) -> UpstreamConfig:
             raise ConfigError(url_where, f"{url!r}: needs #auth-name for certificate checks")
     else:
         path = parts.path or "/dns-query"
+        if not _URL_PATH_RE.fullmatch(path):
+            # RFC 3986 3.3 path characters only (percent-encode the rest): it is sent as the
+            # :path pseudo-header, which must be ASCII (RFC 9113 8.3.1).
+            raise ConfigError(url_where, f"{url!r}: the path must be ASCII URL characters")
         if not auth_name:
             raise ConfigError(url_where, f"{url!r}: needs #host for TLS and :authority")
     timeout = _get(options, "timeout", where, float, 1.5)
@@ -397,6 +410,29 @@ def _parse_control_socket(top: Mapping[str, Any]) -> Path | None:
     return Path(text)
 
 
+def _check_loopback_upstreams(
+    upstreams: tuple[UpstreamConfig, ...], raw: list[Any], tunnel: TunnelConfig
+) -> None:
+    """A loopback upstream is reachable only through `lo`: with a VPN tunnel it could only
+    mean a local forwarder that itself sends queries who knows where (a leak path)."""
+    if tunnel.interfaces == ("lo",):
+        return
+    for index, upstream in enumerate(upstreams):
+        ip = ipaddress.ip_address(upstream.host)
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        if ip.is_loopback or (mapped is not None and mapped.is_loopback):
+            where = (
+                f"upstreams[{index}].url"
+                if isinstance(raw[index], Mapping)
+                else f"upstreams[{index}]"
+            )
+            raise ConfigError(
+                where,
+                f"{upstream.url!r}: a loopback upstream needs tunnel.interfaces: [lo] "
+                "(queries must leave through the tunnel)",
+            )
+
+
 def parse_config(raw: object) -> Config:
     """Validate a decoded YAML document into a Config."""
     top = _mapping(raw, "")
@@ -413,12 +449,14 @@ def parse_config(raw: object) -> Config:
     if not ups_raw:
         raise ConfigError("upstreams", "must contain at least one upstream")
     upstreams = tuple(parse_upstream(item, f"upstreams[{i}]") for i, item in enumerate(ups_raw))
+    tunnel = _parse_tunnel(top.get("tunnel"))
+    _check_loopback_upstreams(upstreams, ups_raw, tunnel)
     state_dir = _get(top, "state_dir", "", str, "/var/lib/stubresolver")
     if not state_dir.startswith("/"):
         raise ConfigError("state_dir", f"{state_dir!r} must be an absolute path")
     return Config(
         listen=listen,
-        tunnel=_parse_tunnel(top.get("tunnel")),
+        tunnel=tunnel,
         upstreams=upstreams,
         cache=_parse_cache(top.get("cache")),
         server=_parse_server(top.get("server")),

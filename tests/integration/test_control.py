@@ -290,7 +290,8 @@ def test_reload_rejects_a_bad_config_and_keeps_serving(tmp_path: Path, unbound: 
         assert a_records(proc.udp(dns.message.make_query("a.example", "A"))) == ["192.0.2.1"]
         assert "reload rejected" in proc.stderr
         # A good config is applied: a tunnel pattern that matches nothing refuses queries.
-        write_config(path, {**config, "tunnel": {"interfaces": ["nosuchtun*"]}})
+        gone = {"interfaces": ["nosuchtun*"]}  # a loopback upstream needs tunnel lo
+        write_config(path, {**config, "tunnel": gone, "upstreams": ["udp://192.0.2.53"]})
         good = cli("reload", "--socket", sock)
         assert good.returncode == 0, good.stderr
         assert "reloaded" in good.stdout

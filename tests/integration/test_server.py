@@ -293,35 +293,30 @@ def test_random_garbage_never_kills_the_stub(stub: StubProcess) -> None:
 # --- fail-closed, errors, signals ----------------------------------------------------------
 
 
-def test_tunnel_absent_refuses_with_ede_and_never_forwards(
-    tmp_path: Path, unbound: Unbound
-) -> None:
-    # A UDP "upstream" that must never receive anything.
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as trap:
-        trap.bind(("127.0.20.9", 0))
-        trap.settimeout(0.3)
-        config = base_config(
-            tmp_path,
-            unbound,
-            tunnel={"interfaces": ["nosuchtun*"]},
-            upstreams=[f"udp://127.0.20.9:{trap.getsockname()[1]}"],
-        )
-        path = write_config(tmp_path / "config.yaml", config)
-        with run_stub(path, STUB_ADDR, _port(config)) as proc:
-            started = time.monotonic()
-            reply = proc.udp(query("a.example", use_edns=0))
-            assert time.monotonic() - started < 1.0
-            assert reply.rcode() == dns.rcode.REFUSED
-            ede = [o for o in reply.options if o.otype == dns.edns.EDE]
-            assert ede, "REFUSED must carry an Extended DNS Error"
-            assert isinstance(ede[0], dns.edns.EDEOption)
-            assert ede[0].code == 23
-            assert ede[0].text == "tunnel nosuchtun* down"
-            assert proc.tcp(query("a.example")).rcode() == dns.rcode.REFUSED
-            assert a_records(proc.udp(query("localhost"))) == ["127.0.0.1"]
-            with pytest.raises(TimeoutError):
-                trap.recv(100)
-        assert proc.proc.returncode == 0
+def test_tunnel_absent_refuses_with_ede(tmp_path: Path, unbound: Unbound) -> None:
+    # A loopback upstream needs tunnel `lo` (config rule), so the upstream here is a
+    # documentation address that nothing would answer; the netns tests prove with a sniffer
+    # that nothing is sent while the tunnel is down.
+    config = base_config(
+        tmp_path,
+        unbound,
+        tunnel={"interfaces": ["nosuchtun*"]},
+        upstreams=["udp://192.0.2.53"],
+    )
+    path = write_config(tmp_path / "config.yaml", config)
+    with run_stub(path, STUB_ADDR, _port(config)) as proc:
+        started = time.monotonic()
+        reply = proc.udp(query("a.example", use_edns=0))
+        assert time.monotonic() - started < 1.0
+        assert reply.rcode() == dns.rcode.REFUSED
+        ede = [o for o in reply.options if o.otype == dns.edns.EDE]
+        assert ede, "REFUSED must carry an Extended DNS Error"
+        assert isinstance(ede[0], dns.edns.EDEOption)
+        assert ede[0].code == 23
+        assert ede[0].text == "tunnel nosuchtun* down"
+        assert proc.tcp(query("a.example")).rcode() == dns.rcode.REFUSED
+        assert a_records(proc.udp(query("localhost"))) == ["127.0.0.1"]
+    assert proc.proc.returncode == 0
 
 
 def test_unreachable_upstream_gives_servfail_quickly(tmp_path: Path, unbound: Unbound) -> None:
@@ -367,7 +362,8 @@ def test_sighup_reload_rejects_bad_config_and_applies_good(
         assert a_records(proc.udp(query("b.example"))) == ["192.0.2.2"]
         assert "reload rejected" in proc.stderr
         assert "upstreams[0]" in proc.stderr
-        write_config(path, {**config, "tunnel": {"interfaces": ["nosuchtun*"]}})
+        down = {"interfaces": ["nosuchtun*"]}
+        write_config(path, {**config, "tunnel": down, "upstreams": ["udp://192.0.2.53"]})
         proc.proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:

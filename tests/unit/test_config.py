@@ -94,6 +94,22 @@ def test_reverse_via_vpn_and_listen_forms() -> None:
             "upstreams[0].ca_file",
             "readable",
         ),
+        (base(upstreams=["udp://0.0.0.0"]), "upstreams[0]", "unicast"),
+        (base(upstreams=["udp://[::]:53"]), "upstreams[0]", "unicast"),
+        (base(upstreams=["udp://224.0.0.251"]), "upstreams[0]", "unicast"),
+        (base(upstreams=["udp://[ff02::fb]"]), "upstreams[0]", "unicast"),
+        (base(upstreams=["udp://10.8.0.1", "udp://127.0.0.1"]), "upstreams[1]", "tunnel"),
+        (base(upstreams=[{"url": "tcp://[::1]"}]), "upstreams[0].url", "loopback"),
+        (base(upstreams=["udp://[::ffff:127.0.0.1]"]), "upstreams[0]", "loopback"),
+        (
+            base(upstreams=["udp://127.0.0.1"], tunnel={"interfaces": ["lo", "wg*"]}),
+            "upstreams[0]",
+            "loopback",
+        ),
+        (base(upstreams=["https://10.8.0.1/dns-query#dns.ex\u00e4mple"]), "upstreams[0]", "ASCII"),
+        (base(upstreams=["tls://10.8.0.1#bad name"]), "upstreams[0]", "ASCII host"),
+        (base(upstreams=["https://10.8.0.1/d\u00e9ns#dns.example"]), "upstreams[0]", "path"),
+        (base(upstreams=["https://10.8.0.1/a b#dns.example"]), "upstreams[0]", "path"),
         (base(listen=["127.0.0.1:0"]), "listen[0]", "out of range"),
         (base(listen=["localhost:53"]), "listen[0]", "IP"),
         (base(listen=["[::1"]), "listen[0]", "IP:port"),
@@ -197,3 +213,14 @@ def test_error_message_carries_the_path(tmp_path: Path) -> None:
         load_config(not_yaml)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path)  # a directory
+
+
+def test_loopback_upstream_is_fine_with_tunnel_lo() -> None:
+    config = parse_config(base(upstreams=["udp://127.0.0.1:5353"], tunnel={"interfaces": ["lo"]}))
+    assert config.upstreams[0].host == "127.0.0.1"
+
+
+def test_punycode_auth_name_and_percent_encoded_path_are_accepted() -> None:
+    config = parse_config(base(upstreams=["https://10.8.0.1/dns%2Dquery#xn--dns-xla.example"]))
+    assert config.upstreams[0].path == "/dns%2Dquery"
+    assert config.upstreams[0].auth_name == "xn--dns-xla.example"
