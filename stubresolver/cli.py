@@ -11,6 +11,7 @@ from typing import Any
 
 from stubresolver import __version__
 from stubresolver.config import DEFAULT_CONTROL_SOCKET, load_config
+from stubresolver.config import warnings as config_warnings
 from stubresolver.errors import ConfigError
 
 DEFAULT_CONFIG = "/etc/stubresolver/config.yaml"
@@ -175,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"stubresolver: invalid config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    for warning in config_warnings(config):
+        print(f"stubresolver: warning: {warning}", file=sys.stderr)
     if args.command == "check-config":
         print(f"{path}: ok")
         return 0

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from stubresolver.access import LOOPBACK, Network, is_loopback_only
 from stubresolver.cache import CacheLimits
 from stubresolver.errors import ConfigError
 
@@ -87,13 +88,16 @@ class ServerConfig:
     #: Distinct questions forwarded and awaiting an upstream at once (like dnsmasq's
     #: dns-forward-max); beyond it queries get SERVFAIL at once instead of piling up.
     max_forwards: int = 1024
+    #: Client networks that may query; others get REFUSED (TCP: the connection is closed).
+    #: Loopback only by default: no open resolver (RFC 5358).
+    allow: tuple[Network, ...] = LOOPBACK
 
 
 @dataclass(frozen=True, slots=True)
 class LocalConfig:
     #: Private/link-local ranges whose reverse (PTR) lookups go to the VPN instead of being
     #: answered NXDOMAIN locally (e.g. the VPN's own 10.8.0.0/24).
-    reverse_via_vpn: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    reverse_via_vpn: tuple[Network, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,7 +344,7 @@ def _parse_cache(raw: object) -> CacheConfig:
 
 def _parse_server(raw: object) -> ServerConfig:
     section = _mapping(raw, "server")
-    keys = ("tcp_idle_timeout", "tcp_max_connections", "tcp_max_inflight", "max_forwards")
+    keys = ("tcp_idle_timeout", "tcp_max_connections", "tcp_max_inflight", "max_forwards", "allow")
     _check_keys(section, keys, "server")
     idle = _get(section, "tcp_idle_timeout", "server", float, 10.0)
     _positive(idle, "server.tcp_idle_timeout")
@@ -354,22 +358,31 @@ def _parse_server(raw: object) -> ServerConfig:
     ):
         if value < 1:
             raise ConfigError(f"server.{key}", f"must be >= 1, got {value}")
-    return ServerConfig(idle, conns, inflight, forwards)
+    allow = LOOPBACK
+    if "allow" in section:
+        allow = _networks(section, "allow", "server")
+        if not allow:
+            raise ConfigError("server.allow", "must list at least one network (CIDR)")
+    return ServerConfig(idle, conns, inflight, forwards, allow)
 
 
-def _parse_local(raw: object) -> LocalConfig:
-    section = _mapping(raw, "local")
-    _check_keys(section, ("reverse_via_vpn",), "local")
-    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    for index, item in enumerate(_list(section, "reverse_via_vpn", "local", [])):
-        where = f"local.reverse_via_vpn[{index}]"
+def _networks(section: Mapping[str, Any], key: str, path: str) -> tuple[Network, ...]:
+    nets: list[Network] = []
+    for index, item in enumerate(_list(section, key, path, [])):
+        where = f"{path}.{key}[{index}]"
         if not isinstance(item, str):
             raise ConfigError(where, f"must be a CIDR string, got {_type_name(item)}")
         try:
             nets.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
             raise ConfigError(where, f"{item!r} is not a CIDR network") from None
-    return LocalConfig(tuple(nets))
+    return tuple(nets)
+
+
+def _parse_local(raw: object) -> LocalConfig:
+    section = _mapping(raw, "local")
+    _check_keys(section, ("reverse_via_vpn",), "local")
+    return LocalConfig(_networks(section, "reverse_via_vpn", "local"))
 
 
 def _parse_logging(raw: object) -> LoggingConfig:
@@ -465,6 +478,19 @@ def parse_config(raw: object) -> Config:
         state_dir=Path(state_dir),
         control_socket=_parse_control_socket(top),
     )
+
+
+def warnings(config: Config) -> list[str]:
+    """Valid but risky settings, printed by `check-config` and logged at start."""
+    found: list[str] = []
+    exposed = [str(a) for a in config.listen if not ipaddress.ip_address(a.host).is_loopback]
+    if exposed and not is_loopback_only(config.server.allow):
+        wide = ", ".join(str(net) for net in config.server.allow)
+        found.append(
+            f"server.allow: clients from {wide} may query on {', '.join(exposed)}; "
+            "make sure only your own networks can reach it (an open resolver)"
+        )
+    return found
 
 
 def load_config(path: str | Path) -> Config:

@@ -34,6 +34,7 @@ class Outcome(enum.Enum):
     FORWARDED = "forwarded"
     LOCAL = "local"
     REFUSED_TUNNEL_DOWN = "refused-tunnel-down"
+    REFUSED_CLIENT = "refused-client"
     SERVFAIL_UPSTREAM = "servfail-upstream"
     SERVFAIL_TUNNEL_CHANGED = "servfail-tunnel-changed"
     SERVFAIL_BUSY = "servfail-busy"
@@ -203,6 +204,19 @@ class Resolver:
         if not state.up:
             return self._refused(query, data, state), query
         return None, query
+
+    def refuse_client(self, data: bytes) -> bytes | None:
+        """REFUSED for a client outside `server.allow` (RFC 8914 4.19: "Prohibited").
+
+        Nothing of the query is looked at beyond what the answer needs: no cache, no policy,
+        no log of its name. A packet that does not parse is dropped.
+        """
+        try:
+            query = wire.parse_query(data)
+        except WireError:
+            return None
+        self.stats.outcomes[Outcome.REFUSED_CLIENT] += 1
+        return wire.build_response(query, data, wire.REFUSED, ede=(wire.EDE_PROHIBITED, ""))
 
     def _refused(self, query: wire.Query, data: bytes, state: TunnelState) -> bytes:
         # RFC 8914 4.24: INFO-CODE 23 "Network Error"; the text names the interface.

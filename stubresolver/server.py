@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import cast
 
 from stubresolver import wire
+from stubresolver.access import ClientFilter
 from stubresolver.config import ListenAddress, ServerConfig
 from stubresolver.resolver import Resolver
 
@@ -83,9 +84,12 @@ def _grow_receive_buffer(sock: socket.socket) -> None:
 class UdpListener:
     """One UDP socket drained in batches."""
 
-    def __init__(self, sock: socket.socket, resolver_ref: Callable[[], Resolver]) -> None:
+    def __init__(
+        self, sock: socket.socket, resolver_ref: Callable[[], Resolver], clients: ClientFilter
+    ) -> None:
         self.sock = sock
         self._resolver = resolver_ref
+        self._permits = clients.permits
         self._buf = bytearray(_MAX_UDP)
         self._view = memoryview(self._buf)
         self._closed = False
@@ -106,6 +110,11 @@ class UdpListener:
                 log.debug("udp receive error: %s", errno.errorcode.get(exc.errno or 0, exc))
                 continue
             data = bytes(view[:size])
+            if not self._permits(addr[0]):
+                refused = resolver.refuse_client(data)
+                if refused is not None:
+                    self._send(refused, addr)
+                continue
             response, query = resolver.answer_now(data)
             if response is not None:
                 if query is not None and len(response) > 512:
@@ -149,6 +158,11 @@ class _TcpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing it.
         self._transport = transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if not peer or not self._server.clients.permits(peer[0]):
+            # server.allow: no answer at all on TCP, the connection is closed (issue 7).
+            transport.abort()
+            return
         if len(self._server.connections) >= self._server.config.tcp_max_connections:
             # RFC 7766 6.2.2: a server may close connections to protect itself.
             transport.abort()
@@ -211,9 +225,12 @@ class _TcpConnection(asyncio.Protocol):
 
 
 class TcpListener:
-    def __init__(self, resolver_ref: Callable[[], Resolver], config: ServerConfig) -> None:
+    def __init__(
+        self, resolver_ref: Callable[[], Resolver], config: ServerConfig, clients: ClientFilter
+    ) -> None:
         self.resolver = resolver_ref
         self.config = config
+        self.clients = clients
         self.connections: set[_TcpConnection] = set()
         self._server: asyncio.Server | None = None
 
@@ -238,6 +255,7 @@ class DnsServer:
     def __init__(self, resolver: Resolver, config: ServerConfig) -> None:
         self.resolver = resolver
         self.config = config
+        self._clients = ClientFilter(config.allow)
         self._udp: list[UdpListener] = []
         self._tcp: list[TcpListener] = []
 
@@ -269,8 +287,8 @@ class DnsServer:
                 tcp.close()
             raise
         for udp, tcp in socks:
-            self._udp.append(UdpListener(udp, self._current))
-            listener = TcpListener(self._current, self.config)
+            self._udp.append(UdpListener(udp, self._current, self._clients))
+            listener = TcpListener(self._current, self.config, self._clients)
             await listener.start(tcp)
             self._tcp.append(listener)
 

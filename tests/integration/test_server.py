@@ -22,6 +22,7 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.opcode
+import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
@@ -410,6 +411,37 @@ def test_no_second_socket_can_share_the_udp_listener(stub: StubProcess) -> None:
                 thief.bind((stub.host, stub.port))
             assert caught.value.errno == errno.EADDRINUSE
     assert stub.udp(query("a.example")).rcode() == dns.rcode.NOERROR
+
+
+def test_clients_outside_server_allow_are_refused(tmp_path: Path, unbound: Unbound) -> None:
+    # Loopback only by default; here narrowed to one address so that another loopback
+    # address plays the stranger without a namespace.
+    config = base_config(tmp_path, unbound, server={"allow": ["127.0.20.5/32"]})
+    path = write_config(tmp_path / "config.yaml", config)
+    msg = query("a.example", use_edns=0)
+    with run_stub(path, STUB_ADDR, _port(config)) as proc:
+        friend = dns.query.udp(msg, proc.host, port=proc.port, timeout=3, source="127.0.20.5")
+        assert a_records(friend) == ["192.0.2.1"]
+        stranger = dns.query.udp(msg, proc.host, port=proc.port, timeout=3, source="127.0.20.6")
+        assert stranger.rcode() == dns.rcode.REFUSED
+        assert not stranger.answer
+        ede = [o for o in stranger.options if o.otype == dns.edns.EDE]
+        assert isinstance(ede[0], dns.edns.EDEOption) and ede[0].code == 18  # Prohibited
+        with socket.create_connection(
+            (proc.host, proc.port), timeout=3, source_address=("127.0.20.6", 0)
+        ) as sock:
+            with contextlib.suppress(OSError):
+                sock.sendall(frame(msg.to_wire()))
+            try:
+                rest = sock.recv(100)
+            except ConnectionResetError:
+                rest = b""
+            assert rest == b"", "a refused TCP client must get no answer, only a close"
+        assert a_records(
+            dns.query.tcp(msg, proc.host, port=proc.port, timeout=3, source="127.0.20.5")
+        ) == ["192.0.2.1"]
+        assert "a.example" not in proc.stderr
+    assert proc.proc.returncode == 0
 
 
 def test_listen_in_use_fails_cleanly(tmp_path: Path, unbound: Unbound) -> None:

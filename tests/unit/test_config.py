@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from stubresolver.access import ClientFilter
 from stubresolver.config import load_config, parse_config
+from stubresolver.config import warnings as config_warnings
 from stubresolver.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,6 +126,9 @@ def test_reverse_via_vpn_and_listen_forms() -> None:
         (base(cache={"enabled": "yes"}), "cache.enabled", "true or false"),
         (base(cache={"min_ttl": 10, "max_ttl": 5}), "cache.min_ttl", "max_ttl"),
         (base(server={"tcp_max_connections": 0}), "server.tcp_max_connections", ">= 1"),
+        (base(server={"allow": ["10.0.0.0/33"]}), "server.allow[0]", "CIDR"),
+        (base(server={"allow": []}), "server.allow", "at least one"),
+        (base(server={"allow": "127.0.0.1"}), "server.allow", "list"),
         (base(local={"reverse_via_vpn": ["10.8.0.0/33"]}), "local.reverse_via_vpn[0]", "CIDR"),
         (base(logging={"level": "loud"}), "logging.level", "one of"),
         (base(logging={"queries": 1}), "logging.queries", "true or false"),
@@ -224,3 +229,50 @@ def test_punycode_auth_name_and_percent_encoded_path_are_accepted() -> None:
     config = parse_config(base(upstreams=["https://10.8.0.1/dns%2Dquery#xn--dns-xla.example"]))
     assert config.upstreams[0].path == "/dns%2Dquery"
     assert config.upstreams[0].auth_name == "xn--dns-xla.example"
+
+
+def test_server_allow_defaults_to_loopback_only() -> None:
+    config = parse_config(base())
+    clients = ClientFilter(config.server.allow)
+    for host in ("127.0.0.1", "127.3.2.1", "::1"):
+        assert clients.permits(host), host
+    for host in ("10.8.0.2", "192.168.1.20", "::2", "fe80::1%eth0", "::ffff:10.0.0.1", "junk"):
+        assert not clients.permits(host), host
+    assert ClientFilter(parse_config(base(server={"allow": ["10.0.0.0/8"]})).server.allow).permits(
+        "::ffff:10.1.2.3"
+    )
+    assert not config_warnings(config)
+
+
+@pytest.mark.parametrize(
+    ("listen", "allow", "warned"),
+    [
+        (["127.0.0.1:53"], ["0.0.0.0/0"], False),  # nobody else can reach a loopback listener
+        (["192.0.2.1:53"], None, False),  # reachable, but only loopback is answered
+        (["192.0.2.1:53"], ["127.0.0.0/8", "::1/128"], False),
+        (["127.0.0.1:53", "[2001:db8::1]:53"], ["2001:db8::/64"], True),
+        (["192.0.2.1:53"], ["192.168.0.0/16"], True),
+    ],
+)
+def test_open_resolver_warning(listen: list[str], allow: list[str] | None, warned: bool) -> None:
+    raw = base(listen=listen) if allow is None else base(listen=listen, server={"allow": allow})
+    found = config_warnings(parse_config(raw))
+    assert bool(found) == warned
+    if warned:
+        assert "server.allow" in found[0]
+
+
+def test_check_config_prints_the_open_resolver_warning(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "listen: ['192.0.2.1:53']\nupstreams: [udp://10.8.0.1]\nserver: {allow: [0.0.0.0/0]}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "stubresolver", "check-config", "--config", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "warning: server.allow" in result.stderr
