@@ -81,7 +81,11 @@ class CacheConfig:
 class ServerConfig:
     #: RFC 7766 6.2.3: close idle client TCP connections after this many seconds.
     tcp_idle_timeout: float = 10.0
-    #: Client TCP connections at once; more are closed at accept (RFC 7766 6.2.2).
+    #: Seconds a client TCP connection may take to send one whole query once it has begun;
+    #: then it is closed (bytes trickled one at a time are not activity).
+    tcp_frame_timeout: float = 5.0
+    #: Client TCP connections at once; at the cap the quietest idle one makes room, and when
+    #: every connection awaits answers the new one is closed (RFC 7766 6.2.2).
     tcp_max_connections: int = 256
     #: Queries pipelined on one TCP connection waiting for answers at once.
     tcp_max_inflight: int = 64
@@ -344,10 +348,19 @@ def _parse_cache(raw: object) -> CacheConfig:
 
 def _parse_server(raw: object) -> ServerConfig:
     section = _mapping(raw, "server")
-    keys = ("tcp_idle_timeout", "tcp_max_connections", "tcp_max_inflight", "max_forwards", "allow")
+    keys = (
+        "tcp_idle_timeout",
+        "tcp_frame_timeout",
+        "tcp_max_connections",
+        "tcp_max_inflight",
+        "max_forwards",
+        "allow",
+    )
     _check_keys(section, keys, "server")
     idle = _get(section, "tcp_idle_timeout", "server", float, 10.0)
     _positive(idle, "server.tcp_idle_timeout")
+    frame = _get(section, "tcp_frame_timeout", "server", float, 5.0)
+    _positive(frame, "server.tcp_frame_timeout")
     conns = _get(section, "tcp_max_connections", "server", int, 256)
     inflight = _get(section, "tcp_max_inflight", "server", int, 64)
     forwards = _get(section, "max_forwards", "server", int, 1024)
@@ -363,7 +376,14 @@ def _parse_server(raw: object) -> ServerConfig:
         allow = _networks(section, "allow", "server")
         if not allow:
             raise ConfigError("server.allow", "must list at least one network (CIDR)")
-    return ServerConfig(idle, conns, inflight, forwards, allow)
+    return ServerConfig(
+        tcp_idle_timeout=idle,
+        tcp_frame_timeout=frame,
+        tcp_max_connections=conns,
+        tcp_max_inflight=inflight,
+        max_forwards=forwards,
+        allow=allow,
+    )
 
 
 def _networks(section: Mapping[str, Any], key: str, path: str) -> tuple[Network, ...]:

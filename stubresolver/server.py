@@ -146,14 +146,30 @@ class UdpListener:
         self.sock.close()
 
 
+# Output queued for one TCP client above which we stop reading its queries (RFC 7766 6.2.2:
+# protect the server): a client that pipelines without reading gets no further than this.
+_TCP_WRITE_HIGH = 64 * 1024
+_TCP_WRITE_LOW = 16 * 1024
+
+
 class _TcpConnection(asyncio.Protocol):
     def __init__(self, server: TcpListener) -> None:
         self._server = server
         self._transport: asyncio.Transport | None = None
         self._deframer = wire.TcpDeframer()
         self._inflight = 0
-        self._paused = False
+        self._write_blocked = False
+        self._reading = True
         self._idle: asyncio.TimerHandle | None = None
+        self._frame_deadline: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        #: Loop time of the last complete query (or of the connect): who is quietest.
+        self.last_query = self._loop.time()
+
+    @property
+    def evictable(self) -> bool:
+        """No query of this connection awaits an answer: closing it loses nothing."""
+        return self._inflight == 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing it.
@@ -163,18 +179,20 @@ class _TcpConnection(asyncio.Protocol):
             # server.allow: no answer at all on TCP, the connection is closed (issue 7).
             transport.abort()
             return
-        if len(self._server.connections) >= self._server.config.tcp_max_connections:
+        if not self._server.make_room():
             # RFC 7766 6.2.2: a server may close connections to protect itself.
             transport.abort()
             return
         self._server.connections.add(self)
+        transport.set_write_buffer_limits(high=_TCP_WRITE_HIGH, low=_TCP_WRITE_LOW)
         self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        for timer in (self._idle, self._frame_deadline):
+            if timer is not None:
+                timer.cancel()
+        self._idle = self._frame_deadline = None
         self._transport = None
 
     def data_received(self, data: bytes) -> None:
@@ -193,19 +211,46 @@ class _TcpConnection(asyncio.Protocol):
                 continue  # a response (QR=1) sent to us: dropped
             self._inflight += 1
             resolver.forward_cb(query, msg, self._answered)
-        if self._inflight >= self._server.config.tcp_max_inflight and self._transport:
-            self._transport.pause_reading()
-            self._paused = True
-        self._arm_idle()
+        if messages:
+            # Only a complete query counts as activity: bytes trickled one at a time must not
+            # keep a connection (and its slot) forever (slowloris).
+            self.last_query = self._loop.time()
+            self._arm_idle()
+            self._cancel_frame_deadline()
+        if self._deframer.pending and self._frame_deadline is None:
+            self._frame_deadline = self._loop.call_later(
+                self._server.config.tcp_frame_timeout, self.close
+            )
+        self._update_reading()
 
     def _answered(self, response: bytes) -> None:
         # RFC 7766 6.2.1.1: answers go out as they complete, in any order.
         self._write(response)
         self._inflight -= 1
-        if self._paused and self._transport and not self._transport.is_closing():
-            self._transport.resume_reading()
-            self._paused = False
+        self._update_reading()
         self._arm_idle()
+
+    # asyncio calls these when the transport's write buffer crosses the limits above.
+    def pause_writing(self) -> None:
+        self._write_blocked = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_blocked = False
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read only while answers can leave and the pipeline has room (RFC 7766 6.2.2)."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        want = not self._write_blocked and self._inflight < self._server.config.tcp_max_inflight
+        if want != self._reading:
+            self._reading = want
+            if want:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
 
     def _write(self, response: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -216,8 +261,12 @@ class _TcpConnection(asyncio.Protocol):
             self._idle.cancel()
             self._idle = None
         if self._inflight == 0 and self._transport is not None:
-            loop = asyncio.get_running_loop()
-            self._idle = loop.call_later(self._server.config.tcp_idle_timeout, self.close)
+            self._idle = self._loop.call_later(self._server.config.tcp_idle_timeout, self.close)
+
+    def _cancel_frame_deadline(self) -> None:
+        if self._frame_deadline is not None:
+            self._frame_deadline.cancel()
+            self._frame_deadline = None
 
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -233,6 +282,21 @@ class TcpListener:
         self.clients = clients
         self.connections: set[_TcpConnection] = set()
         self._server: asyncio.Server | None = None
+
+    def make_room(self) -> bool:
+        """True when a new connection may stay. At the cap, the connection that has been
+        quiet longest with nothing in flight is closed for it (RFC 7766 6.2.2 lets a server
+        close idle connections), so connections that hold slots without asking cannot lock
+        new clients out."""
+        if len(self.connections) < self.config.tcp_max_connections:
+            return True
+        idle = [conn for conn in self.connections if conn.evictable]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda conn: conn.last_query)
+        self.connections.discard(victim)
+        victim.close()
+        return True
 
     async def start(self, sock: socket.socket) -> None:
         sock.listen(128)

@@ -203,17 +203,24 @@ def test_tcp_idle_connection_is_closed(stub: StubProcess) -> None:
         assert time.monotonic() - started < 8
 
 
-def test_tcp_connection_cap(stub: StubProcess) -> None:
+def test_tcp_connection_cap_makes_room_by_closing_the_quietest(stub: StubProcess) -> None:
     socks = [tcp_connect(stub) for _ in range(4)]
     try:
-        # Make sure the first four are accepted before the fifth arrives.
+        # Make sure the four are accepted, in order, before the fifth arrives.
         for sock in socks:
             sock.sendall(frame(query("localhost").to_wire()))
             assert read_frames(sock, 1)
+            time.sleep(0.05)
+        # At the cap (4), the connection quiet longest with nothing in flight makes room
+        # (RFC 7766 6.2.2), so held-open connections cannot lock a new client out.
         with tcp_connect(stub) as extra:
-            extra.settimeout(5)
-            with contextlib.suppress(ConnectionResetError):  # aborted: as good as closed
-                assert extra.recv(1) == b""
+            extra.sendall(frame(query("a.example").to_wire()))
+            assert read_frames(extra, 1)
+        socks[0].settimeout(5)
+        with contextlib.suppress(ConnectionResetError):
+            assert socks[0].recv(1) == b""
+        socks[1].sendall(frame(query("localhost").to_wire()))
+        assert read_frames(socks[1], 1)
     finally:
         for sock in socks:
             sock.close()
