@@ -24,6 +24,7 @@ from stubresolver.cache import Cache
 from stubresolver.config import Config, load_config
 from stubresolver.control import ControlServer, render_status
 from stubresolver.errors import ConfigError, StubError
+from stubresolver.fdlimit import ensure_fd_limit
 from stubresolver.policy import LocalPolicy
 from stubresolver.resolver import Resolver
 from stubresolver.server import DnsServer
@@ -105,6 +106,7 @@ class Service:
         self.resolver.tunnel_changed(old, new)
 
     async def run(self) -> None:
+        ensure_fd_limit(self.config)
         await self.monitor.start()
         try:
             await self.server.start(self.config.listen)
