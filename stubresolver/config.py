@@ -84,6 +84,11 @@ class ServerConfig:
     #: Distinct questions forwarded and awaiting an upstream at once (like dnsmasq's
     #: dns-forward-max); beyond it queries get SERVFAIL at once instead of piling up.
     max_forwards: int = 1024
+    #: The largest UDP reply we send, whatever the client advertises, and the size our OPT
+    #: records advertise (RFC 6891 6.2.3-6.2.5). 1232 (DNS flag day 2020) fits a 1280-octet
+    #: IPv6 MTU: inside a tunnel a bigger datagram fragments and is often lost. Larger
+    #: answers go out truncated (TC=1) and the client retries over TCP.
+    udp_max_payload: int = 1232
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,9 +330,19 @@ def _parse_cache(raw: object) -> CacheConfig:
     )
 
 
+_UDP_PAYLOAD_MIN = 512
+_UDP_PAYLOAD_MAX = 4096
+
+
 def _parse_server(raw: object) -> ServerConfig:
     section = _mapping(raw, "server")
-    keys = ("tcp_idle_timeout", "tcp_max_connections", "tcp_max_inflight", "max_forwards")
+    keys = (
+        "tcp_idle_timeout",
+        "tcp_max_connections",
+        "tcp_max_inflight",
+        "max_forwards",
+        "udp_max_payload",
+    )
     _check_keys(section, keys, "server")
     idle = _get(section, "tcp_idle_timeout", "server", float, 10.0)
     _positive(idle, "server.tcp_idle_timeout")
@@ -341,7 +356,15 @@ def _parse_server(raw: object) -> ServerConfig:
     ):
         if value < 1:
             raise ConfigError(f"server.{key}", f"must be >= 1, got {value}")
-    return ServerConfig(idle, conns, inflight, forwards)
+    payload = _get(section, "udp_max_payload", "server", int, ServerConfig().udp_max_payload)
+    if not _UDP_PAYLOAD_MIN <= payload <= _UDP_PAYLOAD_MAX:
+        # RFC 1035 4.2.1: 512 is every resolver's floor; past 4096 (RFC 6891 6.2.5's
+        # suggested start) answers fragment on most paths.
+        raise ConfigError(
+            "server.udp_max_payload",
+            f"must be between {_UDP_PAYLOAD_MIN} and {_UDP_PAYLOAD_MAX}, got {payload}",
+        )
+    return ServerConfig(idle, conns, inflight, forwards, payload)
 
 
 def _parse_local(raw: object) -> LocalConfig:
