@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import dns.dnssec
+import dns.dnssectypes
 import dns.exception
 import dns.message
 import dns.name
@@ -93,7 +94,7 @@ server:
   val-log-level: 2
   # Nothing else exists: no query leaves the machine.
   local-zone: "." refuse
-  local-zone: "{zone}" nodefault
+  local-zone: "{zone}" transparent
 auth-zone:
   name: "{zone}"
   zonefile: "{dir}/zone.signed"
@@ -117,7 +118,7 @@ def _sign(tmp: Path) -> str:
     zone = dns.zone.from_text(ZONE_TEXT, origin=origin, relativize=False)
     private = ec.generate_private_key(ec.SECP256R1())
     dnskey = dns.dnssec.make_dnskey(
-        private.public_key(), dns.dnssec.Algorithm.ECDSAP256SHA256, flags=257
+        private.public_key(), dns.dnssectypes.Algorithm.ECDSAP256SHA256, flags=257
     )
     with zone.writer() as txn:
         dns.dnssec.sign_zone(
