@@ -1,6 +1,6 @@
 """Upstream answers the resolver must not pass on as they are (issue 7), from real servers of
 our own (DoT over a real TLS connection, plain UDP) on loopback, through the real resolver,
-upstreams and cache.
+upstreams and cache; and what the resolver sends them.
 
 A DoT stream may carry an answer without a question (RFC 1035 allows it for FORMERR), and
 the DoT upstream accepts one once the ID matched. Patched for the client, such an answer
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import dns.edns
 import dns.message
 import dns.rcode
 import dns.rrset
@@ -95,21 +96,44 @@ def servfail_with_opt(server: ScriptedUdpServer, data: bytes, peer: tuple[str, i
     server.sock.sendto(r.to_wire(), peer)
 
 
+def udp_upstream(server: ScriptedUdpServer) -> UdpUpstream:
+    return UdpUpstream(
+        UpstreamConfig(
+            url=f"udp://{server.addr}:{server.port}",
+            scheme="udp",
+            host=server.addr,
+            port=server.port,
+            auth_name=None,
+            path=None,
+            timeout=1.5,
+        )
+    )
+
+
+def answer(server: ScriptedUdpServer, data: bytes, peer: tuple[str, int]) -> None:
+    r = dns.message.make_response(dns.message.from_wire(data))
+    r.answer.append(dns.rrset.from_text(r.question[0].name, 300, "IN", "A", "192.0.2.5"))
+    server.sock.sendto(r.to_wire(), peer)
+
+
+def test_the_upstream_gets_our_udp_size_and_no_client_cookie_or_subnet() -> None:
+    cookie = dns.edns.CookieOption(bytes(range(8)), b"")
+    subnet = dns.edns.ECSOption("198.51.100.0", 24)
+    unknown = dns.edns.GenericOption(dns.edns.OptionType.make(65001), b"kept")
+    q = dns.message.make_query("www.example.", "A", use_edns=0, payload=4096)
+    q.use_edns(0, payload=4096, options=[cookie, subnet, unknown])
+    with ScriptedUdpServer(script=answer) as server:
+        (reply,) = ask(resolver_for(udp_upstream(server)), [q.to_wire()])
+        (sent,) = [dns.message.from_wire(m) for m in server.received]
+    assert reply.rcode() == dns.rcode.NOERROR
+    assert [int(o.otype) for o in sent.options] == [65001]  # RFC 7873 5.1, RFC 7871 7.1.2
+    assert sent.payload == 1232  # what we answer with, not the client's 4096
+
+
 def test_a_passed_through_servfail_has_no_opt_for_a_client_that_sent_none() -> None:
     with ScriptedUdpServer(script=servfail_with_opt) as server:
-        upstream = UdpUpstream(
-            UpstreamConfig(
-                url=f"udp://{server.addr}:{server.port}",
-                scheme="udp",
-                host=server.addr,
-                port=server.port,
-                auth_name=None,
-                path=None,
-                timeout=1.5,
-            )
-        )
         plain, edns = ask(
-            resolver_for(upstream),
+            resolver_for(udp_upstream(server)),
             [query("www.example.", msg_id=1), query("www.example.", edns=True, msg_id=2)],
         )
     assert plain.rcode() == edns.rcode() == dns.rcode.SERVFAIL
