@@ -48,6 +48,7 @@ def build_resolver(config: Config, monitor: TunnelMonitor) -> Resolver:
         flush_on_tunnel_change=config.cache.flush_on_tunnel_change,
         log_queries=config.logging.queries,
         max_forwards=config.server.max_forwards,
+        udp_max_payload=config.server.udp_max_payload,
     )
 
 

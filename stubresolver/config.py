@@ -95,6 +95,11 @@ class ServerConfig:
     #: Client networks that may query; others get REFUSED (TCP: the connection is closed).
     #: Loopback only by default: no open resolver (RFC 5358).
     allow: tuple[Network, ...] = LOOPBACK
+    #: The largest UDP reply we send, whatever the client advertises, and the size our OPT
+    #: records advertise (RFC 6891 6.2.3-6.2.5). 1232 (DNS flag day 2020) fits a 1280-octet
+    #: IPv6 MTU: inside a tunnel a bigger datagram fragments and is often lost. Larger
+    #: answers go out truncated (TC=1) and the client retries over TCP.
+    udp_max_payload: int = 1232
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,6 +351,10 @@ def _parse_cache(raw: object) -> CacheConfig:
     )
 
 
+_UDP_PAYLOAD_MIN = 512
+_UDP_PAYLOAD_MAX = 4096
+
+
 def _parse_server(raw: object) -> ServerConfig:
     section = _mapping(raw, "server")
     keys = (
@@ -355,6 +364,7 @@ def _parse_server(raw: object) -> ServerConfig:
         "tcp_max_inflight",
         "max_forwards",
         "allow",
+        "udp_max_payload",
     )
     _check_keys(section, keys, "server")
     idle = _get(section, "tcp_idle_timeout", "server", float, 10.0)
@@ -371,6 +381,14 @@ def _parse_server(raw: object) -> ServerConfig:
     ):
         if value < 1:
             raise ConfigError(f"server.{key}", f"must be >= 1, got {value}")
+    payload = _get(section, "udp_max_payload", "server", int, ServerConfig().udp_max_payload)
+    if not _UDP_PAYLOAD_MIN <= payload <= _UDP_PAYLOAD_MAX:
+        # RFC 1035 4.2.1: 512 is every resolver's floor; past 4096 (RFC 6891 6.2.5's
+        # suggested start) answers fragment on most paths.
+        raise ConfigError(
+            "server.udp_max_payload",
+            f"must be between {_UDP_PAYLOAD_MIN} and {_UDP_PAYLOAD_MAX}, got {payload}",
+        )
     allow = LOOPBACK
     if "allow" in section:
         allow = _networks(section, "allow", "server")
@@ -383,6 +401,7 @@ def _parse_server(raw: object) -> ServerConfig:
         tcp_max_inflight=inflight,
         max_forwards=forwards,
         allow=allow,
+        udp_max_payload=payload,
     )
 
 

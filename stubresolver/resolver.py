@@ -133,6 +133,7 @@ class Resolver:
         flush_on_tunnel_change: bool = True,
         log_queries: bool = False,
         max_forwards: int = 1024,
+        udp_max_payload: int = wire.OUR_UDP_PAYLOAD,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.upstreams = list(upstreams)
@@ -145,6 +146,9 @@ class Resolver:
         self.flush_on_tunnel_change = flush_on_tunnel_change
         self.log_queries = log_queries
         self.max_forwards = max_forwards
+        # Our UDP cap (server.udp_max_payload): what our OPT records advertise and what we
+        # advertise upstream (wire.outgoing_query says why).
+        self.udp_max_payload = udp_max_payload
         self._clock = clock
         self._flights: dict[bytes, _Flight] = {}
         # Parsed queries by their bytes after the ID; see answer_now. Only read for the
@@ -184,10 +188,12 @@ class Resolver:
                 else _WIRE_OUTCOMES.get(exc.rcode, Outcome.FORMERR)
             )
             self._count(outcome, None)
-            return wire.error_response(data, exc), None
+            return wire.error_response(data, exc, self.udp_max_payload), None
         local = self.policy.answer(query, data)
         if local is not None:
             self._count(Outcome.LOCAL, query)
+            if query.has_edns and self.udp_max_payload != wire.OUR_UDP_PAYLOAD:
+                local = wire.set_opt_payload(local, self.udp_max_payload)  # RFC 6891 6.2.3
             return local, query
         if cache is not None:
             hit = cache.lookup(query, self._clock())
@@ -222,7 +228,13 @@ class Resolver:
         # RFC 8914 4.24: INFO-CODE 23 "Network Error"; the text names the interface.
         self._count(Outcome.REFUSED_TUNNEL_DOWN, query)
         text = f"tunnel {state.ifname or self._tunnel_label} down"
-        return wire.build_response(query, data, wire.REFUSED, ede=(wire.EDE_NETWORK_ERROR, text))
+        return wire.build_response(
+            query,
+            data,
+            wire.REFUSED,
+            ede=(wire.EDE_NETWORK_ERROR, text),
+            payload=self.udp_max_payload,
+        )
 
     # --- forwarding ------------------------------------------------------------------------
 
@@ -255,10 +267,12 @@ class Resolver:
                 # Bounded work: a flood of unique names cannot pile up flights and timers.
                 self._count(Outcome.SERVFAIL_BUSY, query)
                 text = "too many queries in flight"
-                reply(wire.build_response(query, data, wire.SERVFAIL, ede=(wire.EDE_OTHER, text)))
+                ede = (wire.EDE_OTHER, text)
+                payload = self.udp_max_payload
+                reply(wire.build_response(query, data, wire.SERVFAIL, ede=ede, payload=payload))
                 return
-            # Privacy: the client's subnet never leaves the machine (RFC 7871 7.1.2).
-            outgoing = wire.strip_ecs(data, query) if query.has_ecs else data
+            # Our UDP size; no ECS (RFC 7871 7.1.2), no client cookie (RFC 7873 5.1).
+            outgoing = wire.outgoing_query(data, query, self.udp_max_payload)
             flight = _Flight(state.epoch, key, outgoing, state, self._order(), query.question_key())
             self._flights[key] = flight
             flight.waiters.append((query, data, reply))
@@ -272,7 +286,13 @@ class Resolver:
         self._count(Outcome.SERVFAIL_TUNNEL_CHANGED, query)
         state = self._state()
         text = f"tunnel {state.ifname or self._tunnel_label} {'changed' if state.up else 'down'}"
-        return wire.build_response(query, data, wire.SERVFAIL, ede=(wire.EDE_NETWORK_ERROR, text))
+        return wire.build_response(
+            query,
+            data,
+            wire.SERVFAIL,
+            ede=(wire.EDE_NETWORK_ERROR, text),
+            payload=self.udp_max_payload,
+        )
 
     def _upstream_servfail(self, query: wire.Query, data: bytes, exc: UpstreamError) -> bytes:
         if not self._state().up:
@@ -281,7 +301,11 @@ class Resolver:
         # RFC 8914 4.23: "No Reachable Authority", with the reason (e.g. a TLS failure).
         text = f"{exc.kind}: {exc.message}"[:200]
         return wire.build_response(
-            query, data, wire.SERVFAIL, ede=(wire.EDE_NO_REACHABLE_AUTHORITY, text)
+            query,
+            data,
+            wire.SERVFAIL,
+            ede=(wire.EDE_NO_REACHABLE_AUTHORITY, text),
+            payload=self.udp_max_payload,
         )
 
     def _try_next(self, flight: _Flight, last: UpstreamError | None) -> None:
@@ -315,6 +339,8 @@ class Resolver:
         flight.task = None
         health = self.health[index]
         if response is not None:
+            response, error = self._shaped(flight, response, health.url)
+        if response is not None:
             health.success(self._clock() - started)
             self._land(flight, response, None)
             return
@@ -331,6 +357,21 @@ class Resolver:
             self._land(flight, None, error)
             return
         self._try_next(flight, error)
+
+    def _shaped(
+        self, flight: _Flight, response: bytes, url: str
+    ) -> tuple[bytes | None, UpstreamError | None]:
+        """The answer fit for the flight's clients (`wire.shape_answer`), or a protocol error
+        for one we must not pass on: a bad answer is not cached, not patched, and the next
+        upstream is tried (then SERVFAIL)."""
+        # Every transport matches the question, but a QDCOUNT 0 answer would be patched into
+        # garbage and cached: check again here, on raw bytes (RFC 9619: QDCOUNT 1).
+        if not wire.has_question(response, flight.question):
+            return None, UpstreamError("protocol", url, "answer without our question")
+        try:
+            return wire.shape_answer(response, flight.key, self.udp_max_payload), None
+        except WireError as exc:
+            return None, UpstreamError("protocol", url, f"unreadable answer: {exc}")
 
     def _land(self, flight: _Flight, response: bytes | None, error: UpstreamError | None) -> None:
         if flight.finished:

@@ -85,9 +85,15 @@ class UdpListener:
     """One UDP socket drained in batches."""
 
     def __init__(
-        self, sock: socket.socket, resolver_ref: Callable[[], Resolver], clients: ClientFilter
+        self,
+        sock: socket.socket,
+        resolver_ref: Callable[[], Resolver],
+        clients: ClientFilter,
+        max_payload: int = wire.OUR_UDP_PAYLOAD,
     ) -> None:
         self.sock = sock
+        # server.udp_max_payload: no UDP reply is larger, whatever the client advertises.
+        self._cap = max_payload
         self._resolver = resolver_ref
         self._permits = clients.permits
         self._buf = bytearray(_MAX_UDP)
@@ -100,6 +106,7 @@ class UdpListener:
         sock = self.sock
         view = self._view
         resolver = self._resolver()
+        cap = self._cap
         for _ in range(_UDP_BATCH):
             try:
                 size, addr = sock.recvfrom_into(self._buf)
@@ -118,19 +125,22 @@ class UdpListener:
             response, query = resolver.answer_now(data)
             if response is not None:
                 if query is not None and len(response) > 512:
-                    # RFC 1035 4.2.1 / RFC 6891 7: never exceed what the client can take.
-                    response = wire.truncate(response, query.udp_size)
+                    # RFC 1035 4.2.1 / RFC 6891 6.2.3, 7: never exceed what the client can
+                    # take, nor our own cap (DNS flag day 2020: no fragments in the tunnel).
+                    size = query.udp_size
+                    response = wire.truncate(response, size if size < cap else cap)
                 self._send(response, addr)
                 continue
             if query is None:
                 continue
-            resolver.forward_cb(query, data, functools.partial(self._reply, query.udp_size, addr))
+            size = query.udp_size if query.udp_size < cap else cap
+            resolver.forward_cb(query, data, functools.partial(self._reply, size, addr))
 
-    def _reply(self, udp_size: int, addr: tuple[str, int], response: bytes) -> None:
+    def _reply(self, limit: int, addr: tuple[str, int], response: bytes) -> None:
         if self._closed:
             return
-        # RFC 1035 4.2.1 / RFC 6891 7: never exceed what the client said it can take.
-        self._send(wire.truncate(response, udp_size), addr)
+        # RFC 1035 4.2.1 / RFC 6891 6.2.3, 7: min(client's size, server.udp_max_payload).
+        self._send(wire.truncate(response, limit), addr)
 
     def _send(self, response: bytes, addr: tuple[str, int]) -> None:
         try:
@@ -351,7 +361,9 @@ class DnsServer:
                 tcp.close()
             raise
         for udp, tcp in socks:
-            self._udp.append(UdpListener(udp, self._current, self._clients))
+            self._udp.append(
+                UdpListener(udp, self._current, self._clients, self.config.udp_max_payload)
+            )
             listener = TcpListener(self._current, self.config, self._clients)
             await listener.start(tcp)
             self._tcp.append(listener)

@@ -40,6 +40,7 @@ CLASS_IN = 1
 
 # EDNS option codes
 OPT_ECS = 8  # RFC 7871 client subnet
+OPT_COOKIE = 10  # RFC 7873 DNS cookies
 OPT_PADDING = 12  # RFC 7830
 OPT_EDE = 15  # RFC 8914 extended DNS error
 
@@ -55,13 +56,26 @@ _FLAG_AA = 0x0400
 _FLAG_TC = 0x0200
 _FLAG_RD = 0x0100
 _FLAG_RA = 0x0080
+_FLAG_AD = 0x0020
 _FLAG_CD = 0x0010
 _OPCODE_MASK = 0x7800
 _EDNS_DO = 0x8000
 
-# The UDP payload size we offer clients in our OPT records (RFC 6891 6.2.5; 1232 is the DNS
-# flag day 2020 value that avoids IP fragmentation).
+# The default UDP payload size we offer clients in our OPT records and cap UDP replies at
+# (RFC 6891 6.2.5; 1232 is the DNS flag day 2020 value that avoids IP fragmentation);
+# `server.udp_max_payload` overrides it.
 OUR_UDP_PAYLOAD = 1232
+
+# Bits of the cache and single-flight key (the last four bytes of `Query.key`). Every query
+# bit that changes what the upstream answers is one of them, so an entry or a flight is only
+# shared by queries the upstream would answer alike: DO and CD (RFC 4035 3.2), EDNS presence
+# (RFC 6891 7: OPT only to a client that sent one), AD (RFC 6840 5.7: AD=1 asks for the AD
+# bit without DO) and RD (RFC 1035 4.1.1: RD=0 gets no recursion, RFC 1034 4.3.1).
+KEY_DO = 1
+KEY_CD = 2
+KEY_EDNS = 4
+KEY_AD = 8
+KEY_RD = 16
 
 _H = struct.Struct("!H")
 _HH = struct.Struct("!HH")
@@ -85,6 +99,8 @@ class Query:
     udp_size: int  # the client's UDP limit: 512 without EDNS (RFC 1035 4.2.1)
     do: bool  # DNSSEC OK (RFC 3225)
     has_ecs: bool  # an EDNS client subnet option is present (RFC 7871)
+    has_cookie: bool  # a DNS COOKIE option is present (RFC 7873)
+    opt_at: int  # offset of the OPT record's CLASS field (the UDP size); 0 without EDNS
     qname_lower: bytes  # the name lower-cased (names compare case-insensitively, RFC 4343)
     key: bytes  # see cache_key(); computed once here because every layer needs it
 
@@ -97,10 +113,11 @@ class Query:
         return bool(self.flags & _FLAG_RD)
 
     def cache_key(self) -> bytes:
-        """Lower-cased question plus the DO and CD bits and EDNS presence.
+        """Lower-cased question plus the DO, CD, AD and RD bits and EDNS presence (KEY_*).
 
-        Answers differ on DO and CD; and a client that sent EDNS must get an OPT record back
-        (RFC 6891 7) while one that did not must not, so the two never share an entry.
+        Answers differ on DO and CD, on AD (RFC 6840 5.7) and on RD; and a client that sent
+        EDNS must get an OPT record back (RFC 6891 7) while one that did not must not, so the
+        two never share an entry.
         """
         return self.key
 
@@ -186,6 +203,8 @@ def parse_query(data: bytes) -> Query:
     udp_size = 512
     do = False
     has_ecs = False
+    has_cookie = False
+    opt_at = 0
     if arcount:
         pos = question_end
         for _ in range(ancount + nscount):
@@ -200,15 +219,23 @@ def parse_query(data: bytes) -> Query:
             if data[name_at] != 0:
                 raise WireError(FORMERR, "OPT owner is not the root")
             has_edns = True
-            udp_size = max(512, _H.unpack_from(data, ttl_at - 2)[0])
+            opt_at = ttl_at - 2
+            udp_size = max(512, _H.unpack_from(data, opt_at)[0])
             ext = _I.unpack_from(data, ttl_at)[0]
             do = bool(ext & _EDNS_DO)
             if (ext >> 16) & 0xFF != 0:
                 raise WireError(BADVERS, "EDNS version not supported")  # RFC 6891 6.1.3
-            has_ecs = _has_option(data, ttl_at + 6, pos, OPT_ECS)
+            if pos > ttl_at + 6:  # options present: one scan for the two we strip
+                has_ecs, has_cookie = _find_stripped(data, ttl_at + 6, pos)
     qname = data[HEADER_LEN:qend]
     lower = qname.translate(_LOWER)
-    bits = (1 if do else 0) | (2 if flags & _FLAG_CD else 0) | (4 if has_edns else 0)
+    bits = (
+        (KEY_DO if do else 0)
+        | (KEY_CD if flags & _FLAG_CD else 0)
+        | (KEY_EDNS if has_edns else 0)
+        | (KEY_AD if flags & _FLAG_AD else 0)
+        | (KEY_RD if flags & _FLAG_RD else 0)
+    )
     key = lower + _HHI.pack(qtype, qclass, bits)
     # Positional: this runs for every packet, and keyword binding costs measurably.
     return Query(
@@ -222,18 +249,24 @@ def parse_query(data: bytes) -> Query:
         udp_size,
         do,
         has_ecs,
+        has_cookie,
+        opt_at,
         lower,
         key,
     )
 
 
-def _has_option(data: bytes, pos: int, end: int, code: int) -> bool:
+def _find_stripped(data: bytes, pos: int, end: int) -> tuple[bool, bool]:
+    """Whether the options from ``pos`` to ``end`` hold ECS, and a COOKIE."""
+    ecs = cookie = False
     while pos + 4 <= end:
         opt_code, opt_len = _HH.unpack_from(data, pos)
-        if opt_code == code:
-            return True
+        if opt_code == OPT_ECS:
+            ecs = True
+        elif opt_code == OPT_COOKIE:
+            cookie = True
         pos += 4 + opt_len
-    return False
+    return ecs, cookie
 
 
 def get_id(msg: bytes) -> int:
@@ -310,11 +343,13 @@ def build_response(
     nscount: int = 0,
     ede: tuple[int, str] | None = None,
     aa: bool = False,
+    payload: int = OUR_UDP_PAYLOAD,
 ) -> bytes:
     """Build a response to ``query`` (whose raw bytes are ``data``).
 
     The question is echoed as the client sent it. An OPT record is added only when the client
-    sent one (RFC 6891 7); the EDE option rides in it (RFC 8914 3: EDE needs EDNS).
+    sent one (RFC 6891 7); the EDE option rides in it (RFC 8914 3: EDE needs EDNS). It
+    advertises ``payload``, our UDP cap (RFC 6891 6.2.3).
     """
     flags = _FLAG_QR | _FLAG_RA | (query.flags & (_FLAG_RD | _FLAG_CD))
     if aa:
@@ -325,7 +360,7 @@ def build_response(
     arcount = 0
     if query.has_edns:
         options = ede_option(*ede) if ede is not None else b""
-        additional = _opt_rr(OUR_UDP_PAYLOAD, query.do, options, extended)
+        additional = _opt_rr(payload, query.do, options, extended)
         arcount = 1
     header = _HEADER.pack(query.msg_id, flags, 1, ancount, nscount, arcount)
     return header + data[HEADER_LEN : query.question_end] + answers + authority + additional
@@ -342,21 +377,46 @@ def _readable_question(data: bytes) -> bytes:
     return data[HEADER_LEN : qend + 4] if qend + 4 <= len(data) else b""
 
 
-def error_response(data: bytes, error: WireError) -> bytes | None:
+def error_response(data: bytes, error: WireError, payload: int = OUR_UDP_PAYLOAD) -> bytes | None:
     """The answer to a query ``parse_query`` rejected, or None when it must be dropped.
 
     The ID, opcode and RD bit are echoed (RFC 1035 4.1.1), and the question when it can be
     read so the client can match the answer; otherwise just the header. BADVERS needs an
-    OPT record to carry the upper RCODE bits (RFC 6891 6.1.3).
+    OPT record to carry the upper RCODE bits (RFC 6891 6.1.3). NOTIMP is shaped as unbound
+    answers an opcode it does not implement: RA clear (we offer no recursion for it), and an
+    OPT with the query's DO bit when the query had one (RFC 6891 7).
     """
     if error.rcode is None or len(data) < HEADER_LEN:
         return None
     msg_id, flags = _HH.unpack_from(data)
     question = _readable_question(data)
-    out_flags = _FLAG_QR | _FLAG_RA | (flags & (_OPCODE_MASK | _FLAG_RD)) | (error.rcode & 0x0F)
-    opt = _opt_rr(OUR_UDP_PAYLOAD, False, b"", error.rcode >> 4) if error.rcode > 15 else b""
+    out_flags = _FLAG_QR | (flags & (_OPCODE_MASK | _FLAG_RD)) | (error.rcode & 0x0F)
+    opt = b""
+    if error.rcode == NOTIMP:
+        query_opt = _query_opt_ttl(data, len(question)) if question else None
+        if query_opt is not None:
+            opt = _opt_rr(payload, bool(query_opt & _EDNS_DO))
+    else:
+        out_flags |= _FLAG_RA
+        if error.rcode > 15:
+            opt = _opt_rr(payload, False, b"", error.rcode >> 4)
     header = _HEADER.pack(msg_id, out_flags, 1 if question else 0, 0, 0, 1 if opt else 0)
     return header + question + opt
+
+
+def _query_opt_ttl(data: bytes, question_len: int) -> int | None:
+    """The TTL field (extended flags) of a rejected query's OPT record, None if it has none
+    or its records cannot be read (then it gets no OPT back: best effort, cold path)."""
+    _, _, _, ancount, nscount, arcount = _HEADER.unpack_from(data)
+    pos = HEADER_LEN + question_len
+    try:
+        for index in range(ancount + nscount + arcount):
+            rtype, ttl_at, pos = _skip_rr(data, pos)
+            if rtype == TYPE_OPT and index >= ancount + nscount:
+                return int(_I.unpack_from(data, ttl_at)[0])
+    except WireError:
+        return None
+    return None
 
 
 def rr(owner: bytes, rtype: int, ttl: int, rdata: bytes, rclass: int = CLASS_IN) -> bytes:
@@ -515,13 +575,40 @@ def truncate(msg: bytes, limit: int) -> bytes:
     return out if len(out) <= limit else out[:10] + b"\x00\x00" + question  # ARCOUNT 0
 
 
-def strip_ecs(data: bytes, query: Query) -> bytes:
-    """Remove EDNS Client Subnet options from a query (RFC 7871 7.1.2: a stub may strip).
+def outgoing_query(data: bytes, query: Query, payload: int) -> bytes:
+    """The query as we send it upstream: our UDP size, without ECS or COOKIE options.
 
-    Cold path: only queries that carry ECS pay for the rewrite.
+    - The OPT advertises ``payload``, our own UDP cap, not the client's size: one upstream
+      answer serves every client of the flight and the cache whatever they advertised, a
+      truncated UDP answer is retried over TCP anyway, and a tunnel fragments what is larger
+      (DNS flag day 2020). So the upstream is asked as we would answer: at most our cap.
+    - ECS: the client's subnet never leaves the machine (RFC 7871 7.1.2: a stub may strip).
+    - COOKIE: a cookie is bound to one client-server pair (RFC 7873 5.1); we talk to the
+      upstream as ourselves, so the client's cookie is never forwarded.
+
+    Hot path: a query without EDNS goes as it is; one with EDNS costs a two-byte patch. Only
+    queries carrying ECS or a cookie pay for the rewrite.
     """
-    if not query.has_ecs:
+    if not query.has_edns:
         return data
+    at = query.opt_at
+    if query.has_ecs or query.has_cookie:
+        data = _strip_options(data, query, (OPT_ECS, OPT_COOKIE))
+    if _H.unpack_from(data, at)[0] == payload:
+        return data
+    out = bytearray(data)
+    _H.pack_into(out, at, payload)
+    return bytes(out)
+
+
+def strip_ecs(data: bytes, query: Query) -> bytes:
+    """Remove EDNS Client Subnet options from a query (RFC 7871 7.1.2: a stub may strip)."""
+    return _strip_options(data, query, (OPT_ECS,)) if query.has_ecs else data
+
+
+def _strip_options(data: bytes, query: Query, codes: tuple[int, ...]) -> bytes:
+    """Remove the EDNS options with these codes from a query (cold path). The OPT record
+    keeps its place, so `Query.opt_at` stays valid."""
     _, _, _, ancount, nscount, arcount = _HEADER.unpack_from(data)
     pos = query.question_end
     for _ in range(ancount + nscount):
@@ -537,11 +624,60 @@ def strip_ecs(data: bytes, query: Query) -> bytes:
         opt_pos = ttl_at + 6
         while opt_pos + 4 <= pos:
             code, length = _HH.unpack_from(data, opt_pos)
-            if code != OPT_ECS:
+            if code not in codes:
                 options += data[opt_pos : opt_pos + 4 + length]
             opt_pos += 4 + length
         out += data[start : ttl_at + 4] + _H.pack(len(options)) + options
     return bytes(out)
+
+
+def shape_answer(msg: bytes, key: bytes, payload: int) -> bytes:
+    """An upstream answer made fit for the clients of ``key`` (a `Query.key`), once per
+    forward before it is cached; raises WireError when its records cannot be read.
+
+    - AD only when the query had AD or DO set (RFC 6840 5.7, 5.8) and the upstream set it.
+    - No OPT to a client that sent none (RFC 6891 7), whatever the upstream added (an OPT
+      added for padding, a SERVFAIL that carries one).
+    - The OPT we pass on advertises our UDP cap, as our own answers do (RFC 6891 6.2.3).
+    The caller has checked the question (`has_question`), so QDCOUNT is 1.
+    """
+    bits = key[-1]
+    out = bytearray(msg)
+    if not bits & (KEY_AD | KEY_DO):
+        out[3] &= ~_FLAG_AD & 0xFF
+    if not bits & KEY_EDNS and not msg[10] and not msg[11]:
+        return bytes(out)  # no additional records: nothing to find
+    _, _, _, ancount, nscount, arcount = _HEADER.unpack_from(msg)
+    pos = skip_name(msg, HEADER_LEN) + 4
+    for _ in range(ancount + nscount):
+        pos = _skip_rr(msg, pos)[2]
+    for _ in range(arcount):
+        start = pos
+        rtype, ttl_at, pos = _skip_rr(msg, pos)
+        if rtype != TYPE_OPT:
+            continue
+        if bits & KEY_EDNS:
+            _H.pack_into(out, ttl_at - 2, payload)
+            return bytes(out)
+        del out[start:pos]
+        _H.pack_into(out, 10, arcount - 1)
+        return bytes(out)
+    return bytes(out)
+
+
+def set_opt_payload(msg: bytes, payload: int) -> bytes:
+    """``msg`` with its OPT record advertising ``payload`` (our own answers, cold path)."""
+    _, _, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(msg)
+    pos = HEADER_LEN
+    for _ in range(qdcount):
+        pos = skip_name(msg, pos) + 4
+    for index in range(ancount + nscount + arcount):
+        rtype, ttl_at, pos = _skip_rr(msg, pos)
+        if rtype == TYPE_OPT and index >= ancount + nscount:
+            out = bytearray(msg)
+            _H.pack_into(out, ttl_at - 2, payload)
+            return bytes(out)
+    return msg
 
 
 # --- TCP framing (RFC 1035 4.2.2, RFC 7766 8) --------------------------------------------

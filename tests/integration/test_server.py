@@ -161,13 +161,23 @@ def test_big_answer_truncated_without_edns_and_complete_over_tcp(stub: StubProce
 
 
 def test_edns_buffer_size_is_honoured(stub: StubProcess) -> None:
-    big = stub.udp(query("big.example", "TXT", use_edns=0, payload=4096))
-    assert not big.flags & dns.flags.TC
-    assert sum(len(rrset) for rrset in big.answer) == BIG_TXT_COUNT
-    assert big.edns == 0
     tight = stub.udp(query("big.example", "TXT", use_edns=0, payload=600))
     assert tight.flags & dns.flags.TC
     assert tight.edns == 0  # RFC 6891 7: the OPT record survives truncation
+
+
+def test_udp_replies_are_capped_at_udp_max_payload_whatever_the_client_advertises(
+    stub: StubProcess,
+) -> None:
+    # The whole answer is larger than 1232 (the default server.udp_max_payload): over UDP
+    # it goes truncated even to a client that advertises 4096 (DNS flag day 2020).
+    full = stub.tcp(query("big.example", "TXT", use_edns=0, payload=4096))
+    assert len(full.to_wire()) > 1232
+    assert sum(len(rrset) for rrset in full.answer) == BIG_TXT_COUNT
+    capped = stub.udp(query("big.example", "TXT", use_edns=0, payload=4096))
+    assert capped.flags & dns.flags.TC
+    assert not capped.answer
+    assert capped.edns == 0 and capped.payload == 1232  # our OPT advertises our cap
 
 
 # --- TCP (RFC 7766) ------------------------------------------------------------------------
