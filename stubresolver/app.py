@@ -44,7 +44,10 @@ def build_resolver(config: Config, monitor: TunnelMonitor) -> Resolver:
         refresh_tunnel=monitor.refresh,
         tunnel_label=",".join(config.tunnel.interfaces),
         cache=Cache(config.cache.limits) if config.cache.enabled else None,
-        policy=LocalPolicy(config.local.reverse_via_vpn),
+        policy=LocalPolicy(
+            config.local.reverse_via_vpn,
+            single_label_nxdomain=config.local.single_label == "nxdomain",
+        ),
         flush_on_tunnel_change=config.cache.flush_on_tunnel_change,
         log_queries=config.logging.queries,
         max_forwards=config.server.max_forwards,

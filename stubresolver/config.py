@@ -28,6 +28,7 @@ _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.:@*?\[\]-]{1,15}$")
 # A host name in A-label (ASCII) form: LDH labels of 1-63 characters (RFC 1123 2.1).
 _HOSTNAME_RE = re.compile(r"(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+")
 _URL_PATH_RE = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*")
+_SINGLE_LABEL = ("nxdomain", "forward")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_CONTROL_SOCKET = "/run/stubresolver/control.sock"
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL (unix(7)).
@@ -107,6 +108,9 @@ class LocalConfig:
     #: Private/link-local ranges whose reverse (PTR) lookups go to the VPN instead of being
     #: answered NXDOMAIN locally (e.g. the VPN's own 10.8.0.0/24).
     reverse_via_vpn: tuple[Network, ...] = ()
+    #: Names of one label (``printer.``): "nxdomain" answers them locally, "forward" sends
+    #: them to the VPN's DNS (for a VPN that serves bare host names).
+    single_label: str = "nxdomain"
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,8 +424,13 @@ def _networks(section: Mapping[str, Any], key: str, path: str) -> tuple[Network,
 
 def _parse_local(raw: object) -> LocalConfig:
     section = _mapping(raw, "local")
-    _check_keys(section, ("reverse_via_vpn",), "local")
-    return LocalConfig(_networks(section, "reverse_via_vpn", "local"))
+    _check_keys(section, ("reverse_via_vpn", "single_label"), "local")
+    single = _get(section, "single_label", "local", str, "nxdomain")
+    if single not in _SINGLE_LABEL:
+        raise ConfigError(
+            "local.single_label", f"{single!r} is not one of {', '.join(_SINGLE_LABEL)}"
+        )
+    return LocalConfig(_networks(section, "reverse_via_vpn", "local"), single)
 
 
 def _parse_logging(raw: object) -> LoggingConfig:

@@ -4,11 +4,23 @@ Answered here, before the cache and the gate:
 - ``localhost`` and names below it (RFC 6761 6.3): loopback addresses.
 - ``invalid.`` (RFC 6761 6.4) and ``local.`` (RFC 6762 3: multicast DNS, never unicast
   upstream): NXDOMAIN.
+- ``home.arpa.`` (RFC 8375: home networks), ``internal.`` (ICANN's TLD reserved for private
+  use) and ``onion.`` (RFC 7686 2: Tor names must never reach DNS): NXDOMAIN. Asking the
+  VPN's resolver about them tells it about the LAN or the Tor site.
+- ``resolver.arpa.`` (RFC 9462): NODATA for ``_dns.resolver.arpa``, NXDOMAIN below the rest.
+  A DDR answer would point clients at an encrypted resolver of its own choosing, which they
+  would then use directly, bypassing the stub and the tunnel.
+- Single-label names (``printer``, ``nas``): NXDOMAIN unless ``local.single_label:
+  forward``; they come from search lists and LAN habits and name the local network. Types
+  that ask about a top-level zone itself (SOA, NS, DS, DNSKEY) still go to the tunnel, so a
+  validator or ``dig com NS`` works.
 - ``use-application-dns.net``: NXDOMAIN. Firefox's canary domain; NXDOMAIN disables its
   built-in DoH, which would otherwise bypass the tunnel entirely.
-- Reverse lookups inside private, loopback, CGNAT and link-local ranges (RFC 6303): NXDOMAIN,
-  since asking anyone would reveal the LAN's addresses - unless the range is configured to go
-  to the VPN (its own address space, ``local.reverse_via_vpn``).
+- Reverse lookups inside private, loopback, CGNAT and link-local ranges (RFC 6303), the
+  documentation ranges (RFC 5737, RFC 3849) and IPv4-mapped IPv6 (RFC 4291 2.5.5.2, which
+  spells IPv4 addresses, private ones included): NXDOMAIN, since asking anyone would reveal
+  the LAN's addresses - unless the range is configured to go to the VPN (its own address
+  space, ``local.reverse_via_vpn``; a listed IPv4 range covers its IPv4-mapped form too).
 
 The check runs on every query, so it first compares raw wire suffixes and only decodes the
 name when one matches.
@@ -38,16 +50,35 @@ PRIVATE_RANGES: tuple[IPNetwork, ...] = tuple(
         "::/128",
         "fc00::/7",
         "fe80::/10",
+        # Documentation ranges: RFC 5737 (IPv4), RFC 3849 (IPv6). Nobody's real addresses.
+        "192.0.2.0/24",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "2001:db8::/32",
+        # RFC 4291 2.5.5.2: IPv4-mapped IPv6, an IPv4 address in IPv6 spelling.
+        "::ffff:0:0/96",
     )
 )
+_V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 _LOCALHOST = b"\x09localhost\x00"
-_NXDOMAIN_SUFFIXES = (b"\x07invalid\x00", b"\x05local\x00")
+_NXDOMAIN_SUFFIXES = (
+    b"\x07invalid\x00",
+    b"\x05local\x00",
+    b"\x04home\x04arpa\x00",
+    b"\x08internal\x00",
+    b"\x05onion\x00",
+)
 _CANARY = b"\x13use-application-dns\x03net\x00"
+_RESOLVER_ARPA = b"\x08resolver\x04arpa\x00"
+_DDR = b"\x04_dns" + _RESOLVER_ARPA
+# Types that ask about a top-level zone itself, not a host on the LAN (RFC 4035 3.1.4: DS
+# is answered by the parent; validators ask for DNSKEY, SOA, NS of every zone on a chain).
+_ZONE_TYPES = frozenset((wire.TYPE_SOA, wire.TYPE_NS, 43, 48))  # 43 DS, 48 DNSKEY
 _IN_ADDR = b"\x07in-addr\x04arpa\x00"
 _IP6 = b"\x03ip6\x04arpa\x00"
 # Every name handled here ends with one of these (wire form, lower case).
-_LOCAL_SUFFIXES = (_LOCALHOST, *_NXDOMAIN_SUFFIXES, _CANARY, _IN_ADDR, _IP6)
+_LOCAL_SUFFIXES = (_LOCALHOST, *_NXDOMAIN_SUFFIXES, _CANARY, _RESOLVER_ARPA, _IN_ADDR, _IP6)
 _LOOPBACK_V4 = bytes([127, 0, 0, 1])
 _LOOPBACK_V6 = bytes(15) + b"\x01"
 LOCAL_TTL = 0  # synthetic answers are not worth caching downstream
@@ -104,20 +135,41 @@ def reverse_network(name: bytes) -> IPNetwork | None:
 class LocalPolicy:
     """Decides which queries are answered locally and builds those answers."""
 
-    __slots__ = ("_via_vpn",)
+    __slots__ = ("_single_label_nxdomain", "_via_vpn")
 
-    def __init__(self, reverse_via_vpn: Sequence[IPNetwork] = ()) -> None:
-        self._via_vpn = tuple(reverse_via_vpn)
+    def __init__(
+        self, reverse_via_vpn: Sequence[IPNetwork] = (), *, single_label_nxdomain: bool = True
+    ) -> None:
+        via_vpn = list(reverse_via_vpn)
+        for net in reverse_via_vpn:
+            if isinstance(net, ipaddress.IPv4Network):
+                # The same addresses spelled as IPv4-mapped IPv6 go to the VPN too.
+                mapped = int(_V4_MAPPED.network_address) + int(net.network_address)
+                via_vpn.append(ipaddress.IPv6Network((mapped, 96 + net.prefixlen)))
+        self._via_vpn = tuple(via_vpn)
+        self._single_label_nxdomain = single_label_nxdomain
 
     def answer(self, query: wire.Query, data: bytes) -> bytes | None:
         """The local answer for this query, or None when it must go to the tunnel."""
         name = query.qname_lower
+        if (
+            len(name) == name[0] + 2  # one label, then the root
+            and name != _LOCALHOST
+            and self._single_label_nxdomain
+            and query.qtype not in _ZONE_TYPES
+        ):
+            return wire.build_response(query, data, wire.NXDOMAIN, aa=True)
         if not name.endswith(_LOCAL_SUFFIXES):
             return None  # the common case: one C-level check per query
         if _is_name_or_below(name, _LOCALHOST):
             return self._localhost(query, data)
         if name == _CANARY or any(_is_name_or_below(name, s) for s in _NXDOMAIN_SUFFIXES):
             return wire.build_response(query, data, wire.NXDOMAIN, aa=True)
+        if _is_name_or_below(name, _RESOLVER_ARPA):
+            # RFC 9462 4: _dns.resolver.arpa exists for DDR; say it has no data (NODATA) so
+            # clients keep using us, and that nothing else exists there.
+            rcode = wire.NOERROR if name == _DDR else wire.NXDOMAIN
+            return wire.build_response(query, data, rcode, aa=True)
         if (name.endswith((_IN_ADDR, _IP6))) and self._reverse_is_private(name):
             return wire.build_response(query, data, wire.NXDOMAIN, aa=True)
         return None

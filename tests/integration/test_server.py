@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import signal
 import socket
 import struct
@@ -335,6 +336,55 @@ def test_tunnel_absent_refuses_with_ede(tmp_path: Path, unbound: Unbound) -> Non
         assert proc.tcp(query("a.example")).rcode() == dns.rcode.REFUSED
         assert a_records(proc.udp(query("localhost"))) == ["127.0.0.1"]
     assert proc.proc.returncode == 0
+
+
+# Names answered by the stub itself at any tunnel state (issue 7), with the rcode.
+NEVER_LEAVE = [
+    ("nas.home.arpa.", "A", dns.rcode.NXDOMAIN),
+    ("router.internal.", "AAAA", dns.rcode.NXDOMAIN),
+    ("example.onion.", "A", dns.rcode.NXDOMAIN),
+    ("_dns.resolver.arpa.", "SVCB", dns.rcode.NOERROR),
+    ("printer.", "A", dns.rcode.NXDOMAIN),
+    ("1.2.0.192.in-addr.arpa.", "PTR", dns.rcode.NXDOMAIN),
+    (
+        "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.",
+        "PTR",
+        dns.rcode.NXDOMAIN,
+    ),
+    (ipaddress.ip_address("::ffff:192.168.1.1").reverse_pointer + ".", "PTR", dns.rcode.NXDOMAIN),
+]
+
+
+@pytest.mark.parametrize(("name", "rdtype", "rcode"), NEVER_LEAVE)
+def test_names_that_never_leave_over_udp_and_tcp(
+    stub: StubProcess, name: str, rdtype: str, rcode: int
+) -> None:
+    for reply in (stub.udp(query(name, rdtype)), stub.tcp(query(name, rdtype))):
+        assert reply.rcode() == rcode
+        assert not reply.answer
+        assert reply.flags & dns.flags.AA  # ours, not the upstream's
+
+
+def test_names_that_never_leave_are_answered_while_the_tunnel_is_down(
+    tmp_path: Path, unbound: Unbound
+) -> None:
+    config = base_config(
+        tmp_path, unbound, tunnel={"interfaces": ["nosuchtun*"]}, upstreams=["udp://192.0.2.53"]
+    )
+    path = write_config(tmp_path / "config.yaml", config)
+    with run_stub(path, STUB_ADDR, _port(config)) as proc:
+        assert proc.udp(query("a.example")).rcode() == dns.rcode.REFUSED
+        for name, rdtype, rcode in NEVER_LEAVE:
+            assert proc.udp(query(name, rdtype)).rcode() == rcode, name
+
+
+def test_single_label_forward_sends_bare_names_to_the_vpn(tmp_path: Path, unbound: Unbound) -> None:
+    config = base_config(tmp_path, unbound, local={"single_label": "forward"})
+    path = write_config(tmp_path / "config.yaml", config)
+    with run_stub(path, STUB_ADDR, _port(config)) as proc:
+        # The test unbound refuses everything outside example. (local-zone "." refuse): a
+        # REFUSED shows it was asked, where the default gives our local NXDOMAIN.
+        assert proc.udp(query("printer.", "A")).rcode() == dns.rcode.REFUSED
 
 
 def test_unreachable_upstream_gives_servfail_quickly(tmp_path: Path, unbound: Unbound) -> None:

@@ -130,6 +130,7 @@ def test_reverse_via_vpn_and_listen_forms() -> None:
         (base(server={"allow": []}), "server.allow", "at least one"),
         (base(server={"allow": "127.0.0.1"}), "server.allow", "list"),
         (base(local={"reverse_via_vpn": ["10.8.0.0/33"]}), "local.reverse_via_vpn[0]", "CIDR"),
+        (base(local={"single_label": "drop"}), "local.single_label", "nxdomain, forward"),
         (base(logging={"level": "loud"}), "logging.level", "one of"),
         (base(logging={"queries": 1}), "logging.queries", "true or false"),
         (base(state_dir="relative/dir"), "state_dir", "absolute"),

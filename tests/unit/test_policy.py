@@ -44,7 +44,27 @@ def test_localhost_other_types_have_no_data() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["invalid.", "x.invalid.", "printer.local.", "local.", "use-application-dns.net."],
+    [
+        "invalid.",
+        "x.invalid.",
+        "printer.local.",
+        "local.",
+        "use-application-dns.net.",
+        # RFC 8375, ICANN's private-use TLD, RFC 7686: never asked upstream.
+        "home.arpa.",
+        "nas.home.arpa.",
+        "router.Internal.",
+        "internal.",
+        "onion.",
+        "duckduckgogg42xjoc72x3sjasowoarfbgcmvfimaftt6twagswzczad.onion.",
+        # RFC 9462: only _dns exists below resolver.arpa.
+        "resolver.arpa.",
+        "x._dns.resolver.arpa.",
+        "other.resolver.arpa.",
+        # Single-label names: search-list and LAN lookups.
+        "printer.",
+        "NAS.",
+    ],
 )
 def test_nxdomain_names(name: str) -> None:
     reply = ask(LocalPolicy(), name)
@@ -58,8 +78,11 @@ def test_nxdomain_names(name: str) -> None:
         "www.example.",
         "xuse-application-dns.net.",
         "sub.use-application-dns.net.",
-        "notlocal.",
+        "notlocal.example.",
         "localhost.example.",
+        "home.arpa.example.",
+        "onion.example.",
+        "x.resolver.arpa.example.",
         "invalid.example.",
     ],
 )
@@ -88,7 +111,7 @@ def test_private_reverse_is_nxdomain(address: str) -> None:
     assert reply.rcode() == dns.rcode.NXDOMAIN
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "172.32.0.1", "192.0.2.1", "2001:db8::1"])
+@pytest.mark.parametrize("address", ["8.8.8.8", "172.32.0.1", "192.0.3.1", "2606:4700::1111"])
 def test_public_reverse_is_forwarded(address: str) -> None:
     assert ask(LocalPolicy(), dns.reversename.from_address(address).to_text(), "PTR") is None
 
@@ -149,3 +172,59 @@ def test_local_answers_echo_edns_and_are_authoritative() -> None:
     assert msg.edns == 0
     assert msg.flags & dns.flags.AA
     assert msg.answer[0].ttl == 0
+
+
+@pytest.mark.parametrize("rdtype", ["SVCB", "A", "HTTPS"])
+def test_ddr_name_has_no_data(rdtype: str) -> None:
+    reply = ask(LocalPolicy(), "_dns.resolver.arpa.", rdtype)
+    assert reply is not None
+    assert reply.rcode() == dns.rcode.NOERROR
+    assert not reply.answer
+
+
+def test_single_label_names_can_be_forwarded() -> None:
+    assert ask(LocalPolicy(single_label_nxdomain=False), "printer.") is None
+    assert ask(LocalPolicy(single_label_nxdomain=False), "onion.") is not None
+
+
+@pytest.mark.parametrize("rdtype", ["SOA", "NS", "DS", "DNSKEY"])
+def test_a_top_level_zone_itself_is_still_asked_about(rdtype: str) -> None:
+    # Validators and `dig com NS` ask for these; NXDOMAIN would deny the whole zone.
+    assert ask(LocalPolicy(), "com.", rdtype) is None
+    assert ask(LocalPolicy(), ".", "NS") is None
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "192.0.2.1",
+        "198.51.100.77",
+        "203.0.113.254",
+        "2001:db8::1",
+        "::ffff:10.1.2.3",
+        "::ffff:192.168.1.1",
+        "::ffff:8.8.8.8",
+    ],
+)
+def test_documentation_and_v4_mapped_reverse_is_local(address: str) -> None:
+    # ipaddress spells IPv4-mapped addresses under ip6.arpa (dnspython would use in-addr).
+    reply = ask(LocalPolicy(), ipaddress.ip_address(address).reverse_pointer + ".", "PTR")
+    assert reply is not None
+    assert reply.rcode() == dns.rcode.NXDOMAIN
+
+
+def test_reverse_via_vpn_covers_the_v4_mapped_spelling() -> None:
+    policy = LocalPolicy([ipaddress.ip_network("10.8.0.0/24")])
+    mapped = ipaddress.ip_address("::ffff:10.8.0.1").reverse_pointer + "."
+    assert ask(policy, mapped, "PTR") is None
+    other = ipaddress.ip_address("::ffff:10.9.0.1").reverse_pointer + "."
+    reply = ask(policy, other, "PTR")
+    assert reply is not None and reply.rcode() == dns.rcode.NXDOMAIN
+    assert (
+        ask(
+            LocalPolicy([ipaddress.ip_network("2001:db8:1::/48")]),
+            dns.reversename.from_address("2001:db8:1::5").to_text(),
+            "PTR",
+        )
+        is None
+    )
