@@ -28,7 +28,7 @@ from stubresolver.fdlimit import ensure_fd_limit
 from stubresolver.policy import LocalPolicy
 from stubresolver.resolver import Resolver
 from stubresolver.server import DnsServer
-from stubresolver.tunnel import TunnelMonitor
+from stubresolver.tunnel import DEFAULT_KINDS, TunnelMonitor
 from stubresolver.tunnel_state import TunnelState
 from stubresolver.upstream.factory import make_upstream
 
@@ -96,7 +96,9 @@ class Service:
         self.config = config
         self.config_path = config_path
         self.monitor = TunnelMonitor(
-            config.tunnel.interfaces, poll_interval=config.tunnel.poll_interval
+            config.tunnel.interfaces,
+            poll_interval=config.tunnel.poll_interval,
+            kinds=DEFAULT_KINDS | frozenset(config.tunnel.kinds),
         )
         self.resolver = build_resolver(config, self.monitor)
         self.server = DnsServer(self.resolver, config.server)
@@ -205,6 +207,7 @@ class Service:
         if new.tunnel != self.config.tunnel:
             self.monitor.patterns = new.tunnel.interfaces
             self.monitor.poll_interval = new.tunnel.poll_interval
+            self.monitor.kinds = DEFAULT_KINDS | frozenset(new.tunnel.kinds)
         old_resolver = self.resolver
         self.resolver = resolver
         self.server.resolver = resolver

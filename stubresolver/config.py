@@ -48,10 +48,14 @@ class ListenAddress:
 
 @dataclass(frozen=True, slots=True)
 class TunnelConfig:
-    #: Interface names or shell globs; the first match that is up is the tunnel.
+    #: Interface names or shell globs, in order of preference: the first pattern with a
+    #: usable interface gives the tunnel.
     interfaces: tuple[str, ...] = ("wg*", "tun*")
     #: Seconds between fallback polls; netlink events wake the monitor at once anyway.
     poll_interval: float = 5.0
+    #: Device kinds a glob may match, beyond tun/tap/wireguard/ppp (exact names are trusted
+    #: whatever their kind).
+    kinds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +316,7 @@ def parse_upstream(item: object, where: str) -> UpstreamConfig:
 
 def _parse_tunnel(raw: object) -> TunnelConfig:
     section = _mapping(raw, "tunnel")
-    _check_keys(section, ("interfaces", "poll_interval"), "tunnel")
+    _check_keys(section, ("interfaces", "poll_interval", "kinds"), "tunnel")
     names = _list(section, "interfaces", "tunnel", ["wg*", "tun*"])
     if not names:
         raise ConfigError("tunnel.interfaces", "must name at least one interface or glob")
@@ -324,7 +328,14 @@ def _parse_tunnel(raw: object) -> TunnelConfig:
             )
     poll = _get(section, "poll_interval", "tunnel", float, 5.0)
     _positive(poll, "tunnel.poll_interval")
-    return TunnelConfig(tuple(names), poll)
+    kinds = _list(section, "kinds", "tunnel", [])
+    for index, kind in enumerate(kinds):
+        if not isinstance(kind, str) or not re.fullmatch(r"[a-z0-9_-]{1,32}", kind):
+            raise ConfigError(
+                f"tunnel.kinds[{index}]",
+                f"{kind!r} is not a device kind (lower-case, like ether or ipip)",
+            )
+    return TunnelConfig(tuple(names), poll, tuple(kinds))
 
 
 def _parse_cache(raw: object) -> CacheConfig:

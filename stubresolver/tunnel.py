@@ -4,8 +4,17 @@ DESIGN.md, "Gate": a query is forwarded only while the tunnel is up. Netlink lin
 events (a stdlib AF_NETLINK socket) wake the monitor at once; a slow poll is the fallback.
 
 The probe is split in two so the decision is testable without an interface:
-`read_interfaces` does the I/O (ioctl flags, netifaces addresses, ifindex) and
+`read_interfaces` does the I/O (ioctl flags, netifaces addresses, ifindex, device kind) and
 `select_tunnel` is a pure function from patterns and interface facts to a `ProbeResult`.
+`transition` is the pure step from the old state and a probe result to the new state and
+epoch; `TunnelMonitor` only does the I/O around it (netlink, the poll, subscribers).
+
+Which interface is the tunnel (issue 7: "the tunnel cannot be mistaken"):
+- patterns are tried in the order written; the first pattern with a usable interface wins;
+- a glob accepts only the device kinds a VPN makes (tun/tap, WireGuard, PPP, plus
+  ``tunnel.kinds``): ``tun*`` also matches ``tunl0``, the kernel's IPIP fallback device,
+  and a socket bound there would send plain DNS over the ISP route, encapsulated;
+- an exact name (no glob characters) is trusted whatever its kind, as the user wrote it.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import socket
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import netifaces
 
@@ -53,6 +63,7 @@ class InterfaceInfo:
     ifindex: int
     flags: int
     addresses: tuple[str, ...]
+    kind: str  # see device_kind: "tun", "tap", "wireguard", "ppp", "ether", "ipip", ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +74,16 @@ class ProbeResult:
     ifname: str | None
     ifindex: int | None
     addresses: tuple[str, ...]
+    #: Interfaces a glob matched but whose kind is not accepted: (name, kind), for the log.
+    skipped: tuple[tuple[str, str], ...] = ()
 
 
 ABSENT = ProbeResult(up=False, ifname=None, ifindex=None, addresses=())
+
+#: Device kinds a VPN client makes: OpenVPN and wireguard-go use tun (or tap), kernel
+#: WireGuard its own kind, pppd (PPTP, L2TP, SSTP) ppp.
+DEFAULT_KINDS = frozenset(("tun", "tap", "wireguard", "ppp"))
+_GLOB_CHARS = frozenset("*?[")
 
 Probe = Callable[[Sequence[str]], ProbeResult]
 
@@ -82,21 +100,96 @@ def is_usable(info: InterfaceInfo) -> bool:
     )
 
 
-def select_tunnel(patterns: Sequence[str], interfaces: Sequence[InterfaceInfo]) -> ProbeResult:
+def is_exact(pattern: str) -> bool:
+    """An interface name as written, not a glob: trusted whatever its kind."""
+    return not _GLOB_CHARS.intersection(pattern)
+
+
+def select_tunnel(
+    patterns: Sequence[str],
+    interfaces: Sequence[InterfaceInfo],
+    kinds: frozenset[str] = DEFAULT_KINDS,
+) -> ProbeResult:
     """Pick the tunnel among ``interfaces`` (pure).
 
-    Candidates are the interfaces whose name matches a pattern, sorted by name. The first
-    usable one wins; when none is usable, the first candidate is reported as down (so the
-    REFUSED text can name it); with no candidate the tunnel is absent.
+    Patterns are taken in the order written; within one glob, matches go by name. A glob's
+    match whose kind is not in ``kinds`` is skipped (and reported in ``skipped``). The first
+    usable candidate wins; when none is usable, the first candidate is reported as down (so
+    the REFUSED text can name it); with no candidate the tunnel is absent.
     """
-    candidates = sorted((i for i in interfaces if matches(i.name, patterns)), key=lambda i: i.name)
+    candidates: list[InterfaceInfo] = []
+    skipped: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    by_name = sorted(interfaces, key=lambda i: i.name)
+    for pattern in patterns:
+        exact = is_exact(pattern)
+        for info in by_name:
+            if info.name in seen or not fnmatch.fnmatchcase(info.name, pattern):
+                continue
+            seen.add(info.name)
+            if exact or info.kind in kinds:
+                candidates.append(info)
+            else:
+                skipped.append((info.name, info.kind))
+    found = tuple(skipped)
     for info in candidates:
         if is_usable(info):
-            return ProbeResult(True, info.name, info.ifindex, info.addresses)
+            return ProbeResult(True, info.name, info.ifindex, info.addresses, found)
     if candidates:
         first = candidates[0]
-        return ProbeResult(False, first.name, first.ifindex, first.addresses)
-    return ABSENT
+        return ProbeResult(False, first.name, first.ifindex, first.addresses, found)
+    return ProbeResult(False, None, None, (), found)
+
+
+def transition(old: TunnelState, result: ProbeResult) -> TunnelState:
+    """The state after a probe (pure): ``old`` itself when nothing changed, else a new state
+    with the next epoch. Any change of up, name, index or addresses is a new epoch: sockets
+    and answers of the old one are stale (DESIGN.md kernel table)."""
+    if (result.up, result.ifname, result.ifindex, result.addresses) == (
+        old.up,
+        old.ifname,
+        old.ifindex,
+        old.addresses,
+    ):
+        return old
+    return TunnelState(
+        up=result.up,
+        ifname=result.ifname,
+        ifindex=result.ifindex,
+        addresses=result.addresses,
+        epoch=old.epoch + 1,
+    )
+
+
+# <linux/if_arp.h> device types for the kinds sysfs has no better name for.
+_ARPHRD_KINDS = {1: "ether", 512: "ppp", 768: "ipip", 769: "ip6tnl", 772: "loopback", 776: "sit"}
+_IFF_TUN = 0x0001
+_IFF_TAP = 0x0002
+
+
+def device_kind(name: str, sysfs: Path = Path("/sys/class/net")) -> str:
+    """The kind of device ``name`` is, from sysfs.
+
+    tun/tap devices have ``tun_flags`` (IFF_TUN or IFF_TAP; wireguard-go and OpenVPN make
+    these); kernel WireGuard, PPP, bridges and VLANs name themselves in ``uevent`` as
+    DEVTYPE; the rest are named by their ARPHRD type (``tunl0`` is "ipip", a veth or a dummy
+    "ether"). "unknown" when sysfs cannot be read.
+    """
+    base = sysfs / name
+    try:
+        tun_flags = int((base / "tun_flags").read_text().strip(), 16)
+    except (OSError, ValueError):
+        pass
+    else:
+        return "tap" if tun_flags & _IFF_TAP else "tun"
+    try:
+        for line in (base / "uevent").read_text().splitlines():
+            if line.startswith("DEVTYPE="):
+                return line.split("=", 1)[1].strip()
+        arphrd = int((base / "type").read_text().strip())
+    except (OSError, ValueError):
+        return "unknown"
+    return _ARPHRD_KINDS.get(arphrd, f"arphrd-{arphrd}")
 
 
 def _interface_flags(name: str) -> int:
@@ -141,13 +234,13 @@ def read_interfaces(patterns: Sequence[str]) -> list[InterfaceInfo]:
             addresses = _interface_addresses(name)
         except (OSError, ValueError):
             continue
-        result.append(InterfaceInfo(name, ifindex, flags, addresses))
+        result.append(InterfaceInfo(name, ifindex, flags, addresses, device_kind(name)))
     return result
 
 
-def system_probe(patterns: Sequence[str]) -> ProbeResult:
+def system_probe(patterns: Sequence[str], kinds: frozenset[str] = DEFAULT_KINDS) -> ProbeResult:
     """The default probe: the kernel's view, decided by `select_tunnel`."""
-    return select_tunnel(patterns, read_interfaces(patterns))
+    return select_tunnel(patterns, read_interfaces(patterns), kinds)
 
 
 class TunnelMonitor:
@@ -164,15 +257,22 @@ class TunnelMonitor:
         *,
         poll_interval: float = 5.0,
         probe: Probe | None = None,
+        kinds: frozenset[str] = DEFAULT_KINDS,
     ) -> None:
         self.patterns: tuple[str, ...] = tuple(patterns)
         self.poll_interval = poll_interval
-        self._probe: Probe = probe or system_probe
+        #: Device kinds a glob may match (reload may change it, like ``patterns``).
+        self.kinds = kinds
+        self._probe: Probe = probe or self._system_probe
+        self._skipped: tuple[tuple[str, str], ...] = ()
         self._state: TunnelState = DOWN
         self._subscribers: list[Subscriber] = []
         self._netlink: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poll_task: asyncio.Task[None] | None = None
+
+    def _system_probe(self, patterns: Sequence[str]) -> ProbeResult:
+        return system_probe(patterns, self.kinds)
 
     @property
     def state(self) -> TunnelState:
@@ -200,21 +300,21 @@ class TunnelMonitor:
         except Exception:
             log.exception("tunnel probe failed; treating the tunnel as down")
             result = ProbeResult(False, self._state.ifname, self._state.ifindex, ())
+        if result.skipped != self._skipped:
+            self._skipped = result.skipped
+            for name, kind in result.skipped:
+                # Once per change, not per poll.
+                log.warning(
+                    "interface %s matches tunnel.interfaces but is a %s device, not a VPN "
+                    "tunnel; skipped (name it exactly, or add %r to tunnel.kinds)",
+                    name,
+                    kind,
+                    kind,
+                )
         old = self._state
-        if (result.up, result.ifname, result.ifindex, result.addresses) == (
-            old.up,
-            old.ifname,
-            old.ifindex,
-            old.addresses,
-        ):
+        new = transition(old, result)
+        if new is old:
             return old
-        new = TunnelState(
-            up=result.up,
-            ifname=result.ifname,
-            ifindex=result.ifindex,
-            addresses=result.addresses,
-            epoch=old.epoch + 1,
-        )
         self._state = new
         log.info(
             "tunnel %s %s (ifindex %s, addresses %s, epoch %d)",

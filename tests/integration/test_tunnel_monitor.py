@@ -38,7 +38,7 @@ def ip(*args: str) -> None:
 class Driver:
     """The monitor subprocess; its JSON lines arrive on a queue."""
 
-    def __init__(self, netns: str, patterns: str, poll_interval: float) -> None:
+    def __init__(self, netns: str, patterns: str, poll_interval: float, kinds: str = "") -> None:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self.proc = subprocess.Popen(
             [
@@ -50,6 +50,7 @@ class Driver:
                 str(DRIVER),
                 patterns,
                 str(poll_interval),
+                *([kinds] if kinds else []),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -121,7 +122,8 @@ def test_monitor_follows_interface_via_netlink() -> None:
     suffix = secrets.token_hex(3)
     ifname, peer = f"tmon{suffix}", f"tpeer{suffix}"
     with netns() as ns:
-        driver = Driver(ns, "tmon*", poll_interval=30.0)
+        # The veth stands in for a tunnel: a glob accepts it only with tunnel.kinds [ether].
+        driver = Driver(ns, "tmon*", poll_interval=30.0, kinds="ether")
         try:
             ready = driver.wait_for("ready", lambda s: s["event"] == "ready", 10)
             assert ready["netlink"], "netlink socket not active: would only poll"
@@ -199,3 +201,56 @@ def test_refresh_reads_the_state_now() -> None:
         finally:
             driver.stop()
         assert "Traceback" not in driver.stderr, driver.stderr
+
+
+def refreshed(driver: Driver) -> State:
+    assert driver.proc.stdin is not None
+    driver.proc.stdin.write("refresh\n")
+    driver.proc.stdin.flush()
+    return driver.wait_for("refreshed", lambda s: s["event"] == "refreshed", 5)
+
+
+@pytest.mark.root
+def test_a_veth_named_like_a_tunnel_is_not_the_tunnel() -> None:
+    """Issue 7: ``tun*`` matches any device so named (the kernel's IPIP ``tunl0``, a veth,
+    a container's link); only VPN device kinds are taken, unless named exactly or widened."""
+    suffix = secrets.token_hex(2)
+    ifname, peer = f"tun{suffix}", f"tpeer{suffix}"
+    with netns() as ns:
+        create_tunnel(ns, ifname, peer)
+        for patterns, kinds, up in (
+            ("tun*", "", False),
+            ("tun*", "ether", True),
+            (ifname, "", True),
+        ):
+            driver = Driver(ns, patterns, poll_interval=30.0, kinds=kinds)
+            try:
+                ready = driver.wait_for("ready", lambda s: s["event"] == "ready", 10)
+                assert ready["up"] is up, (patterns, kinds, ready)
+                assert ready["ifname"] == (ifname if up else None)
+                refreshed(driver)
+            finally:
+                driver.stop()
+            assert "Traceback" not in driver.stderr, driver.stderr
+            skipped = f"interface {ifname} matches tunnel.interfaces but is a ether device"
+            assert (skipped in driver.stderr) is not up, driver.stderr
+            assert driver.stderr.count(skipped) <= 1  # once per change, not per probe
+
+
+@pytest.mark.root
+def test_the_first_pattern_written_wins_when_several_are_up() -> None:
+    suffix = secrets.token_hex(2)
+    first, second = f"tmb{suffix}", f"tma{suffix}"  # the second sorts first by name
+    with netns() as ns:
+        create_tunnel(ns, first, f"tpb{suffix}")
+        ip("-n", ns, "link", "add", second, "type", "veth", "peer", "name", f"tpa{suffix}")
+        ip("-n", ns, "addr", "add", "10.201.0.2/24", "dev", second)
+        ip("-n", ns, "link", "set", f"tpa{suffix}", "up")
+        ip("-n", ns, "link", "set", second, "up")
+        for patterns, want in ((f"{first},{second}", first), (f"{second},{first}", second)):
+            driver = Driver(ns, patterns, poll_interval=30.0)
+            try:
+                ready = driver.wait_for("ready", lambda s: s["event"] == "ready", 10)
+                assert ready["up"] and ready["ifname"] == want, ready
+            finally:
+                driver.stop()

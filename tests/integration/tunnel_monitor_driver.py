@@ -1,6 +1,7 @@
 """Runs a real TunnelMonitor (inside a test's network namespace) and reports every state.
 
-Usage: python tunnel_monitor_driver.py PATTERN[,PATTERN...] POLL_INTERVAL
+Usage: python tunnel_monitor_driver.py PATTERN[,PATTERN...] POLL_INTERVAL [KIND,...]
+(KINDs widen the accepted device kinds, as tunnel.kinds does.)
 Prints one JSON line per state change ("change") and one after start ("ready"); a line
 "refresh" on stdin re-probes; EOF on stdin stops the monitor and exits.
 """
@@ -13,7 +14,7 @@ import logging
 import sys
 import time
 
-from stubresolver.tunnel import TunnelMonitor
+from stubresolver.tunnel import DEFAULT_KINDS, TunnelMonitor
 from stubresolver.tunnel_state import TunnelState
 
 
@@ -31,9 +32,9 @@ def emit(event: str, state: TunnelState, monitor: TunnelMonitor) -> None:
     print(json.dumps(line), flush=True)
 
 
-async def main(patterns: list[str], poll_interval: float) -> None:
+async def main(patterns: list[str], poll_interval: float, kinds: frozenset[str]) -> None:
     loop = asyncio.get_running_loop()
-    monitor = TunnelMonitor(patterns, poll_interval=poll_interval)
+    monitor = TunnelMonitor(patterns, poll_interval=poll_interval, kinds=kinds)
     monitor.subscribe(lambda old, new: emit("change", new, monitor))
     await monitor.start()
     emit("ready", monitor.state, monitor)
@@ -54,4 +55,5 @@ async def main(patterns: list[str], poll_interval: float) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    asyncio.run(main(sys.argv[1].split(","), float(sys.argv[2])))
+    extra = frozenset(sys.argv[3].split(",")) if len(sys.argv) > 3 else frozenset()
+    asyncio.run(main(sys.argv[1].split(","), float(sys.argv[2]), DEFAULT_KINDS | extra))

@@ -121,6 +121,8 @@ def test_reverse_via_vpn_and_listen_forms() -> None:
         (base(tunnel={"interfaces": ["a-very-long-interface-name"]}), "tunnel.interfaces[0]", "15"),
         (base(tunnel={"interfaces": []}), "tunnel.interfaces", "at least one"),
         (base(tunnel={"poll_interval": 0}), "tunnel.poll_interval", "> 0"),
+        (base(tunnel={"kinds": ["Ether!"]}), "tunnel.kinds[0]", "device kind"),
+        (base(tunnel={"kinds": "ether"}), "tunnel.kinds", "list"),
         (base(cache={"max_entries": -1}), "cache.max_entries", ">= 0"),
         (base(cache={"max_entries": "many"}), "cache.max_entries", "integer"),
         (base(cache={"enabled": "yes"}), "cache.enabled", "true or false"),

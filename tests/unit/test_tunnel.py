@@ -6,19 +6,23 @@ import asyncio
 import logging
 import socket
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
 from stubresolver.tunnel import (
     ABSENT,
+    DEFAULT_KINDS,
     IFF_LOWER_UP,
     IFF_RUNNING,
     IFF_UP,
     InterfaceInfo,
     ProbeResult,
     TunnelMonitor,
+    device_kind,
     matches,
     select_tunnel,
+    transition,
 )
 from stubresolver.tunnel_state import TunnelState
 
@@ -26,9 +30,13 @@ UP_RUNNING = IFF_UP | IFF_RUNNING
 
 
 def iface(
-    name: str, flags: int = UP_RUNNING, addresses: tuple[str, ...] = ("10.8.0.2",), index: int = 7
+    name: str,
+    flags: int = UP_RUNNING,
+    addresses: tuple[str, ...] = ("10.8.0.2",),
+    index: int = 7,
+    kind: str = "tun",
 ) -> InterfaceInfo:
-    return InterfaceInfo(name=name, ifindex=index, flags=flags, addresses=addresses)
+    return InterfaceInfo(name=name, ifindex=index, flags=flags, addresses=addresses, kind=kind)
 
 
 # --- pattern matching ------------------------------------------------------------------
@@ -95,10 +103,83 @@ def test_prefers_an_up_interface() -> None:
     )
 
 
-def test_several_up_first_by_name_regardless_of_order() -> None:
+def test_patterns_are_taken_in_the_order_written() -> None:
+    # Issue 7: [wg0, tun0] with both up picks wg0 (matches used to be sorted by name).
+    both = [iface("tun0", index=9), iface("wg0", index=2)]
+    assert select_tunnel(["wg0", "tun0"], both).ifname == "wg0"
+    assert select_tunnel(["tun0", "wg0"], both).ifname == "tun0"
+    assert select_tunnel(["wg*", "tun*"], list(reversed(both))).ifname == "wg0"
+    # Within one glob, by name; a later pattern wins only when earlier ones have nothing.
     a = [iface("wg2", index=2), iface("tun0", index=9), iface("wg10", index=10)]
-    assert select_tunnel(["wg*", "tun*"], a).ifname == "tun0"
-    assert select_tunnel(["wg*", "tun*"], list(reversed(a))).ifname == "tun0"
+    assert select_tunnel(["wg*", "tun*"], a).ifname == "wg10"
+    a_down = [iface("wg2", flags=0), iface("tun0", index=9)]
+    assert select_tunnel(["wg*", "tun*"], a_down).ifname == "tun0"
+
+
+@pytest.mark.parametrize("kind", ["ipip", "ether", "loopback", "unknown"])
+def test_a_glob_skips_devices_that_are_not_vpn_tunnels(kind: str) -> None:
+    # tun* matches tunl0, the IPIP fallback device; it must never be taken for the tunnel.
+    interfaces = [iface("tunl0", kind=kind, index=3)]
+    result = select_tunnel(["tun*"], interfaces)
+    assert not result.up and result.ifname is None
+    assert result.skipped == (("tunl0", kind),)
+    good = select_tunnel(["tun*"], [*interfaces, iface("tun0", index=4)])
+    assert good.up and good.ifname == "tun0" and good.skipped == (("tunl0", kind),)
+
+
+@pytest.mark.parametrize("kind", ["tun", "tap", "wireguard", "ppp"])
+def test_vpn_device_kinds_are_accepted_by_default(kind: str) -> None:
+    assert select_tunnel(["*"], [iface("vpn0", kind=kind)]).up
+
+
+def test_tunnel_kinds_widen_the_set_and_exact_names_are_trusted() -> None:
+    veth = [iface("tun9", kind="ether")]
+    assert not select_tunnel(["tun*"], veth).up
+    assert select_tunnel(["tun*"], veth, DEFAULT_KINDS | {"ether"}).up
+    assert select_tunnel(["tun9"], veth).up  # written exactly: as the user said
+    assert select_tunnel(["lo"], [iface("lo", kind="loopback")]).up
+
+
+def test_transition_keeps_the_state_or_bumps_the_epoch() -> None:
+    old = TunnelState(True, "wg0", 3, ("10.8.0.2",), 4)
+    same = ProbeResult(True, "wg0", 3, ("10.8.0.2",), (("tunl0", "ipip"),))
+    assert transition(old, same) is old
+    moved = transition(old, ProbeResult(True, "wg0", 3, ("10.8.0.3",)))
+    assert moved == TunnelState(True, "wg0", 3, ("10.8.0.3",), 5)
+    down = transition(moved, ABSENT)
+    assert not down.up and down.epoch == 6 and down.ifname is None
+
+
+def test_device_kind_reads_sysfs(tmp_path: Path) -> None:
+    def dev(name: str, **files: str) -> None:
+        (tmp_path / name).mkdir()
+        for key, text in files.items():
+            (tmp_path / name / key).write_text(text)
+
+    dev("tun0", tun_flags="0x1001\n", type="65534\n", uevent="INTERFACE=tun0\n")
+    dev("tap0", tun_flags="0x1002\n", type="1\n", uevent="INTERFACE=tap0\n")
+    dev("wg0", type="65534\n", uevent="DEVTYPE=wireguard\nINTERFACE=wg0\n")
+    dev("ppp0", type="512\n", uevent="INTERFACE=ppp0\n")
+    dev("tunl0", type="768\n", uevent="INTERFACE=tunl0\n")
+    dev("tun9", type="1\n", uevent="INTERFACE=tun9\n")  # a veth named to look like a tun
+    dev("odd0", type="9999\n", uevent="")
+    found = {
+        name: device_kind(name, tmp_path) for name in sorted(p.name for p in tmp_path.iterdir())
+    }
+    assert found == {
+        "odd0": "arphrd-9999",
+        "ppp0": "ppp",
+        "tap0": "tap",
+        "tun0": "tun",
+        "tun9": "ether",
+        "tunl0": "ipip",
+        "wg0": "wireguard",
+    }
+    assert device_kind("gone0", tmp_path) == "unknown"
+
+
+def test_device_kind_of_this_hosts_loopback() -> None:
+    assert device_kind("lo") == "loopback"
 
 
 def test_none_up_reports_first_candidate_down() -> None:
