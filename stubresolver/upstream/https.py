@@ -1,6 +1,6 @@
 """``https://IP[:port]/path#host``: DNS-over-HTTPS (RFC 8484) over HTTP/2 (RFC 9113).
 
-HTTP/2 is the sans-IO ``h2`` state machine over our own TLS stream (``tlsctx``), whose
+HTTP/2 is the sans-IO ``h2`` state machine over our own TLS stream (``tlsstream``), whose
 socket ``netbind`` made and bound to the tunnel before connect: no HTTP client library gets
 to create a socket (httpcore sets options after connect, DESIGN.md "Kernel binding").
 
@@ -33,13 +33,10 @@ import h2.settings
 from stubresolver import wire
 from stubresolver.errors import UpstreamError
 from stubresolver.tunnel_state import TunnelState
+from stubresolver.upstream.pool import PooledConnection, PooledTlsUpstream
+from stubresolver.upstream.stats import UpstreamStats
 from stubresolver.upstream.tls import answers_question, finish_answer, read_query
-from stubresolver.upstream.tlsctx import (
-    PooledConnection,
-    PooledTlsUpstream,
-    TlsStream,
-    UpstreamStats,
-)
+from stubresolver.upstream.tlsstream import TlsStream
 
 if TYPE_CHECKING:
     from collections.abc import Callable

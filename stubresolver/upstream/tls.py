@@ -4,7 +4,7 @@ One persistent connection per upstream, reused across queries (RFC 7858 3.4). Qu
 pipelined: each gets a fresh random ID on the wire, and answers, which may come in any order
 (RFC 7766 6.2.1.1), are matched by ID and question. Every query is padded to a multiple of
 128 octets (RFC 8467 4.1). Connection handling (epochs, backoff, idle timeout, resumption,
-pins) lives in ``tlsctx.PooledTlsUpstream``; this module is only the DNS-over-TCP framing.
+pins) lives in ``pool.PooledTlsUpstream``; this module is only the DNS-over-TCP framing.
 """
 
 from __future__ import annotations
@@ -17,12 +17,9 @@ from stubresolver import padding, wire
 from stubresolver.errors import UpstreamError, WireError
 from stubresolver.randomness import random_id
 from stubresolver.tunnel_state import TunnelState
-from stubresolver.upstream.tlsctx import (
-    PooledConnection,
-    PooledTlsUpstream,
-    TlsStream,
-    UpstreamStats,
-)
+from stubresolver.upstream.pool import PooledConnection, PooledTlsUpstream
+from stubresolver.upstream.stats import UpstreamStats
+from stubresolver.upstream.tlsstream import TlsStream
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from stubresolver.errors import ConfigError, UpstreamError
-from stubresolver.upstream.tlsctx import UpstreamStats, make_context, spki_der, spki_pin
+from stubresolver.upstream.pins import spki_der, spki_pin
+from stubresolver.upstream.stats import UpstreamStats
+from stubresolver.upstream.tlscontext import make_context
 
 # A P-256 leaf and a self-signed RSA-2048 certificate (long-form DER lengths). The pins are
 # from `openssl x509 -pubkey -noout | openssl pkey -pubin -outform DER |

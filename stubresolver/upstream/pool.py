@@ -1,333 +1,31 @@
-"""What DNS-over-TLS and DNS-over-HTTPS share: the TLS context, SPKI pins, a sans-IO TLS
-stream over a tunnel-bound socket, per-upstream stats, and the pooled-connection driver.
+"""The pooled-connection driver shared by DoT and DoH: one persistent TLS connection per
+upstream, its epochs, reconnect backoff, idle timeout and session resumption.
 
-Strict privacy profile (RFC 8310 5): the server is authenticated by its name (``#auth-name``
-in the URL, checked against the certificate with the system CAs or ``ca_file``) and, when
-``spki_pins`` are configured, also by the SHA-256 of its SubjectPublicKeyInfo (RFC 7858 4.2,
-RFC 7469 2.4). Any failure is a hard failure: never an unauthenticated or cleartext retry.
-
-TLS runs over ``ssl.MemoryBIO`` + ``ssl.SSLObject`` (sans-IO, STYLE.md 1), driven with the
-loop's ``sock_recv`` / ``sock_sendall`` on a socket that only ``netbind.tcp_connect`` made:
-device and address are bound before the SYN, and asyncio never touches socket options.
+``PooledConnection`` is one connection carrying many queries (the protocol subclasses do
+the framing); ``PooledTlsUpstream`` owns it, makes a new one when needed and drops it when
+the tunnel changes (STYLE.md 11).
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
-import base64
-import contextlib
-import hashlib
 import logging
-import socket
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from stubresolver import netbind
-from stubresolver.errors import ConfigError, UpstreamError
+from stubresolver.errors import UpstreamError
 from stubresolver.tunnel_state import TunnelState
+from stubresolver.upstream.stats import NOT_THE_UPSTREAMS_FAULT, UpstreamStats
+from stubresolver.upstream.tlscontext import make_context
+from stubresolver.upstream.tlsstream import TlsStream, open_tls
 
 if TYPE_CHECKING:
     from stubresolver.config import UpstreamConfig
 
 log = logging.getLogger("stubresolver.upstream")
-
-_READ_SIZE = 65536
-_SRTT_GAIN = 0.125  # RFC 6298 2.3 alpha: srtt = 7/8 srtt + 1/8 sample
-# Failures that say nothing about the upstream itself: the tunnel changed or is down.
-_NOT_THE_UPSTREAMS_FAULT = frozenset({"epoch", "tunnel"})
-
-
-# --- per-upstream state, readable by the resolver and the status command ----------------
-
-
-@dataclass(slots=True)
-class UpstreamStats:
-    """Health and counters of one upstream (read by selection and ``status``).
-
-    ``healthy`` flips to False on a failure of the upstream (not on tunnel events) and back
-    on the next answer; ``srtt`` is the smoothed round-trip time in seconds (RFC 6298
-    weights), ``None`` before the first answer; ``last_error`` is the last failure's text.
-    """
-
-    healthy: bool = True
-    srtt: float | None = None
-    last_error: str | None = None
-    open_connections: int = 0
-    queries: int = 0
-    failures: int = 0
-    handshakes: int = 0
-    resumed: int = 0  # handshakes that resumed an earlier TLS session
-
-    def record_success(self, rtt: float) -> bool:
-        """Count an answer after ``rtt`` seconds; True when the upstream just recovered."""
-        self.queries += 1
-        self.srtt = rtt if self.srtt is None else self.srtt + _SRTT_GAIN * (rtt - self.srtt)
-        recovered = not self.healthy
-        self.healthy = True
-        return recovered
-
-    def record_failure(self, error: UpstreamError) -> bool:
-        """Count a failure; True when the upstream's state or failure reason changed."""
-        self.queries += 1
-        self.failures += 1
-        if error.kind in _NOT_THE_UPSTREAMS_FAULT:
-            return False
-        changed = self.healthy or self.last_error != error.message
-        self.healthy = False
-        self.last_error = error.message
-        return changed
-
-
-# --- TLS context and SPKI pins -----------------------------------------------------------
-
-
-def make_context(ca_file: str | None, alpn: Sequence[str] = ()) -> ssl.SSLContext:
-    """A client context: certificate and host name checked, TLS 1.2 minimum (RFC 8310 9).
-
-    With ``ca_file`` only that bundle is trusted, otherwise the system's CAs. Raises
-    ConfigError when the bundle cannot be loaded.
-    """
-    try:
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError("upstreams.ca_file", f"cannot load {ca_file!r}: {exc}") from exc
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.check_hostname = True
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    if alpn:
-        ctx.set_alpn_protocols(list(alpn))
-    return ctx
-
-
-def _der_element(der: bytes, pos: int) -> tuple[int, int, int]:
-    """(tag, content start, content end) of the DER element at ``pos`` (X.690 8.1)."""
-    if pos + 2 > len(der):
-        raise ValueError("truncated DER element")
-    tag = der[pos]
-    if tag & 0x1F == 0x1F:
-        raise ValueError("multi-byte DER tag")  # never used by X.509 at these levels
-    length = der[pos + 1]
-    pos += 2
-    if length & 0x80:
-        count = length & 0x7F
-        if count == 0 or count > 4 or pos + count > len(der):
-            raise ValueError("bad DER length")
-        length = int.from_bytes(der[pos : pos + count], "big")
-        pos += count
-    end = pos + length
-    if end > len(der):
-        raise ValueError("DER element runs past the data")
-    return tag, pos, end
-
-
-def spki_der(cert_der: bytes) -> bytes:
-    """The DER SubjectPublicKeyInfo of an X.509 certificate (RFC 5280 4.1).
-
-    Certificate = SEQUENCE { tbsCertificate, ... }; tbsCertificate = SEQUENCE { [0] version
-    OPTIONAL, serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo, ...}.
-    Raises ValueError on anything that is not shaped like that.
-    """
-    tag, start, _ = _der_element(cert_der, 0)
-    if tag != 0x30:
-        raise ValueError("certificate is not a SEQUENCE")
-    tag, pos, tbs_end = _der_element(cert_der, start)
-    if tag != 0x30:
-        raise ValueError("tbsCertificate is not a SEQUENCE")
-    tag, _, end = _der_element(cert_der, pos)
-    if tag == 0xA0:  # [0] EXPLICIT version
-        pos = end
-    # serialNumber INTEGER, signature SEQ, issuer SEQ, validity SEQ, subject SEQ
-    for expected in (0x02, 0x30, 0x30, 0x30, 0x30):
-        tag, _, end = _der_element(cert_der, pos)
-        if tag != expected or end > tbs_end:
-            raise ValueError("unexpected element in tbsCertificate")
-        pos = end
-    tag, _, end = _der_element(cert_der, pos)
-    if tag != 0x30 or end > tbs_end:
-        raise ValueError("subjectPublicKeyInfo is not a SEQUENCE")
-    return cert_der[pos:end]
-
-
-def spki_pin(cert_der: bytes) -> str:
-    """base64(SHA-256(SubjectPublicKeyInfo)): the pin format of RFC 7858 4.2 / RFC 7469."""
-    return base64.b64encode(hashlib.sha256(spki_der(cert_der)).digest()).decode("ascii")
-
-
-# --- a TLS stream over a tunnel-bound socket ---------------------------------------------
-
-
-class TlsStream:
-    """TLS over a connected non-blocking socket with MemoryBIOs; one reader at a time.
-
-    ``write`` may be called by many tasks at once: each call encrypts synchronously (so the
-    records keep the order of the calls) and the send lock keeps the socket writes in the
-    same order. A write cut short by cancellation leaves a partial record on the wire, so the
-    stream is then closed.
-    """
-
-    def __init__(
-        self, sock: socket.socket, sslobj: ssl.SSLObject, incoming: ssl.MemoryBIO,
-        outgoing: ssl.MemoryBIO,
-    ) -> None:  # fmt: skip
-        self._sock = sock
-        self._ssl = sslobj
-        self._in = incoming
-        self._out = outgoing
-        self._send_lock = asyncio.Lock()
-        self._loop = asyncio.get_running_loop()
-        self.closed = False
-
-    @property
-    def resumed(self) -> bool:
-        return self._ssl.session_reused
-
-    @property
-    def session(self) -> ssl.SSLSession | None:
-        return self._ssl.session
-
-    @property
-    def version(self) -> str | None:
-        return self._ssl.version()
-
-    def alpn_protocol(self) -> str | None:
-        return self._ssl.selected_alpn_protocol()
-
-    async def _flush(self) -> None:
-        async with self._send_lock:
-            # Yield once so every query started in this loop pass adds its TLS record first:
-            # one send for all of them instead of one syscall per query (pipelining,
-            # RFC 7858 3.3), for one loop pass of latency.
-            await asyncio.sleep(0)
-            data = self._out.read()
-            if not data or self.closed:
-                return
-            try:
-                await self._loop.sock_sendall(self._sock, data)
-            except BaseException:
-                self.close()
-                raise
-
-    async def handshake(self) -> None:
-        """Run the handshake; foreign errors are left for ``open_tls`` to translate."""
-        while True:
-            try:
-                self._ssl.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                pass
-            await self._flush()
-            data = await self._loop.sock_recv(self._sock, _READ_SIZE)
-            if not data:
-                raise ConnectionAbortedError("connection closed during the TLS handshake")
-            self._in.write(data)
-        await self._flush()
-
-    async def write(self, data: bytes) -> None:
-        """Encrypt and send ``data``. Raises OSError / ssl.SSLError."""
-        if self.closed:
-            raise ConnectionAbortedError("TLS stream closed")
-        self._ssl.write(data)
-        await self._flush()
-
-    async def read(self) -> bytes:
-        """Decrypted bytes; b"" when the server closed. Raises OSError / ssl.SSLError."""
-        while True:
-            try:
-                data = self._ssl.read(_READ_SIZE)
-            except ssl.SSLWantReadError:
-                if self.closed:
-                    return b""
-                received = await self._loop.sock_recv(self._sock, _READ_SIZE)
-                if not received:
-                    self._in.write_eof()
-                    continue
-                self._in.write(received)
-                continue
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                return b""
-            if self._out.pending:  # e.g. a KeyUpdate answer (RFC 8446 4.6.3)
-                await self._flush()
-            return data
-
-    def close(self) -> None:
-        """Send close_notify if possible, then close the socket. Idempotent; never raises."""
-        if self.closed:
-            return
-        self.closed = True
-        fd = self._sock.fileno()
-        # SSLWantReadError: close_notify is written, the peer's is not awaited.
-        with contextlib.suppress(ssl.SSLError, ValueError, OSError):
-            self._ssl.unwrap()
-        try:
-            pending = self._out.read()
-            if pending:
-                self._sock.send(pending)
-        except OSError:
-            pass
-        if fd >= 0:
-            # Unregister before close so a waiting sock_recv/sock_sendall cannot act on a
-            # reused descriptor (its done-callback sees the handle cancelled and does nothing).
-            self._loop.remove_reader(fd)
-            self._loop.remove_writer(fd)
-        self._sock.close()
-
-
-async def open_tls(
-    sock: socket.socket,
-    ctx: ssl.SSLContext,
-    server_name: str,
-    session: ssl.SSLSession | None,
-    pins: frozenset[str],
-    label: str,
-) -> TlsStream:
-    """Handshake on ``sock``, verify the name (and pins); the stream or UpstreamError.
-
-    Closes ``sock`` on any failure, including cancellation.
-    """
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    try:
-        sslobj = ctx.wrap_bio(incoming, outgoing, server_hostname=server_name, session=session)
-    except (ssl.SSLError, ValueError) as exc:
-        sock.close()
-        raise UpstreamError("tls", label, f"TLS setup failed: {exc}") from exc
-    stream = TlsStream(sock, sslobj, incoming, outgoing)
-    try:
-        await stream.handshake()
-        der = sslobj.getpeercert(binary_form=True)
-        if der is None:
-            raise UpstreamError("tls", label, "server sent no certificate")
-        if pins:
-            try:
-                pin = spki_pin(der)
-            except ValueError as exc:
-                raise UpstreamError("tls", label, f"cannot read the server key: {exc}") from None
-            if pin not in pins:
-                raise UpstreamError(
-                    "tls", label, f"SPKI pin mismatch: server key {pin} is not in spki_pins"
-                )
-    except ssl.SSLCertVerificationError as exc:
-        stream.close()
-        reason = exc.verify_message or exc.reason or str(exc)
-        raise UpstreamError("tls", label, f"certificate verify failed: {reason}") from None
-    except ssl.SSLError as exc:
-        stream.close()
-        raise UpstreamError("tls", label, f"TLS handshake failed: {exc.reason or exc}") from None
-    except ConnectionAbortedError as exc:
-        stream.close()
-        raise UpstreamError("tls", label, f"TLS handshake failed: {exc}") from None
-    except OSError as exc:
-        stream.close()
-        raise UpstreamError("connect", label, f"TLS handshake: {netbind.errno_name(exc)}") from None
-    except BaseException:
-        stream.close()
-        raise
-    return stream
-
-
-# --- pooled connection driver --------------------------------------------------------------
 
 
 def timeout_error(label: str, timeout: float, what: str = "answer") -> UpstreamError:
@@ -627,7 +325,7 @@ class PooledTlsUpstream(abc.ABC):
             try:
                 conn = await self._connect(state, deadline)
             except UpstreamError as exc:
-                if exc.kind not in _NOT_THE_UPSTREAMS_FAULT:
+                if exc.kind not in NOT_THE_UPSTREAMS_FAULT:
                     self._connect_failures += 1
                     delay = self.backoff_initial * 2 ** (self._connect_failures - 1)
                     self._retry_at = loop.time() + min(delay, self.backoff_max)
