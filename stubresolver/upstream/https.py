@@ -33,9 +33,9 @@ import h2.settings
 from stubresolver import wire
 from stubresolver.errors import UpstreamError
 from stubresolver.tunnel_state import TunnelState
+from stubresolver.upstream.framing import answers_question, finish_answer, read_query
 from stubresolver.upstream.pool import PooledConnection, PooledTlsUpstream
 from stubresolver.upstream.stats import UpstreamStats
-from stubresolver.upstream.tls import answers_question, finish_answer, read_query
 from stubresolver.upstream.tlsstream import TlsStream
 
 if TYPE_CHECKING:

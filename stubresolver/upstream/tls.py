@@ -9,14 +9,14 @@ pins) lives in ``pool.PooledTlsUpstream``; this module is only the DNS-over-TCP 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from stubresolver import padding, wire
-from stubresolver.errors import UpstreamError, WireError
+from stubresolver import wire
+from stubresolver.errors import UpstreamError
 from stubresolver.randomness import random_id
 from stubresolver.tunnel_state import TunnelState
+from stubresolver.upstream.framing import answers_question, finish_answer, read_query
 from stubresolver.upstream.pool import PooledConnection, PooledTlsUpstream
 from stubresolver.upstream.stats import UpstreamStats
 from stubresolver.upstream.tlsstream import TlsStream
@@ -27,38 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MAX_IN_FLIGHT = 0xF000  # leave ID space free so a random pick finds a free ID quickly
-
-
-def read_query(query: bytes, label: str) -> tuple[int, bytes, bytes, bool]:
-    """(caller's ID, question key, padded query, OPT added) or UpstreamError(protocol)."""
-    try:
-        key = wire.question_key(query)
-        padded, added = padding.pad_query(query)
-        return wire.get_id(query), key, padded, added
-    except WireError as exc:
-        raise UpstreamError("protocol", label, f"unreadable query: {exc}") from exc
-
-
-def finish_answer(answer: bytes, orig_id: int, added_opt: bool) -> bytes:
-    """The answer as the client expects it: its ID, and no OPT if it sent none."""
-    if added_opt:
-        # An unwalkable additional section: pass the answer on as the server sent it.
-        with contextlib.suppress(WireError):
-            answer = padding.strip_opt(answer)
-    return wire.with_id(answer, orig_id)
-
-
-def answers_question(msg: bytes, key: bytes) -> bool:
-    """A response whose question is ``key``; or one with no question at all (FORMERR etc.,
-    RFC 1035 allows it), which is fine on an authenticated stream once the ID matched."""
-    if not wire.is_response(msg) or len(msg) < wire.HEADER_LEN:
-        return False
-    if msg[4] == 0 and msg[5] == 0:
-        return True
-    try:
-        return wire.question_key(msg) == key
-    except WireError:
-        return False
 
 
 class DotConnection(PooledConnection):
