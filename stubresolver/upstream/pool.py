@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from stubresolver import netbind
 from stubresolver.errors import UpstreamError
 from stubresolver.tunnel_state import TunnelState
+from stubresolver.upstream.backoff import Backoff
 from stubresolver.upstream.stats import NOT_THE_UPSTREAMS_FAULT, UpstreamStats
 from stubresolver.upstream.tlscontext import make_context
 from stubresolver.upstream.tlsstream import TlsStream, open_tls
@@ -228,16 +229,13 @@ class PooledTlsUpstream(abc.ABC):
         # RFC 8310 strict: without an auth name the IP itself must be in the certificate.
         self.server_name = cfg.auth_name or cfg.host
         self.idle_timeout = idle_timeout
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
         self._ctx = make_context(cfg.ca_file, self.alpn)
         self._pins = frozenset(pin.strip() for pin in cfg.spki_pins)
         self._conn: PooledConnection | None = None
         self._lock = asyncio.Lock()
         self._session: ssl.SSLSession | None = None
-        self._connect_failures = 0
-        self._retry_at = 0.0
-        self._connect_error: UpstreamError | None = None
+        self._backoff = Backoff(backoff_initial, backoff_max)
+        self._connect_error: UpstreamError | None = None  # the last one, while backing off
         self._backoff_epoch = -1
 
     @property
@@ -317,21 +315,19 @@ class PooledTlsUpstream(abc.ABC):
             loop = asyncio.get_running_loop()
             if self._backoff_epoch != state.epoch:
                 self._backoff_epoch = state.epoch
-                self._connect_failures = 0
+                self._backoff.reset()
                 self._connect_error = None
             failed = self._connect_error
-            if failed is not None and loop.time() < self._retry_at:
+            if failed is not None and self._backoff.next_delay(loop.time()) > 0:
                 raise UpstreamError(failed.kind, failed.upstream, failed.message)
             try:
                 conn = await self._connect(state, deadline)
             except UpstreamError as exc:
                 if exc.kind not in NOT_THE_UPSTREAMS_FAULT:
-                    self._connect_failures += 1
-                    delay = self.backoff_initial * 2 ** (self._connect_failures - 1)
-                    self._retry_at = loop.time() + min(delay, self.backoff_max)
+                    self._backoff.failed(loop.time())
                     self._connect_error = exc
                 raise
-            self._connect_failures = 0
+            self._backoff.reset()
             self._connect_error = None
             self._conn = conn
             return conn, True
