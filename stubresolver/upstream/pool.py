@@ -207,7 +207,8 @@ class PooledTlsUpstream(abc.ABC):
     - Connect failures back off exponentially (``backoff_initial`` doubling up to
       ``backoff_max``); meanwhile queries fail at once with the last error. A new tunnel
       epoch resets the backoff: the path changed, so try again at once.
-    - TLS sessions are resumed (RFC 8310 9: session resumption keeps reconnects cheap).
+    - TLS sessions are resumed (RFC 8310 9: session resumption keeps reconnects cheap), but
+      only within the tunnel epoch they came from (issue 7: no linking across a change).
     - The failure reason is logged once per change of the upstream's state, not per query.
     """
 
@@ -233,7 +234,11 @@ class PooledTlsUpstream(abc.ABC):
         self._pins = frozenset(pin.strip() for pin in cfg.spki_pins)
         self._conn: PooledConnection | None = None
         self._lock = asyncio.Lock()
+        # Issue 7: a session is resumed only in the tunnel epoch it was obtained in.
+        # Resumption (RFC 8446 2.2) lets the server link the connections that use it, so a
+        # ticket from before a tunnel change would tie the new path to the old one.
         self._session: ssl.SSLSession | None = None
+        self._session_epoch = -1
         self._backoff = Backoff(backoff_initial, backoff_max)
         self._connect_error: UpstreamError | None = None  # the last one, while backing off
         self._backoff_epoch = -1
@@ -279,6 +284,7 @@ class PooledTlsUpstream(abc.ABC):
                 # After the first answer: TLS 1.3 tickets arrive after the handshake.
                 conn.session_saved = True
                 self._session = conn.stream.session
+                self._session_epoch = conn.epoch
             return answer
         raise AssertionError("unreachable")
 
@@ -339,6 +345,8 @@ class PooledTlsUpstream(abc.ABC):
         remaining = deadline - loop.time()
         if remaining <= 0:
             raise timeout_error(self.url, self.timeout, "connection")
+        if self._session_epoch != state.epoch:
+            self._session = None  # obtained under another epoch: never offered again
         sock = await netbind.tcp_connect(state, self.dest, remaining, upstream=self.url)
         try:
             async with asyncio.timeout_at(deadline):

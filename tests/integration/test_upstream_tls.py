@@ -141,6 +141,29 @@ def test_session_is_resumed_on_reconnect(unbound: UnboundTls, pki: Pki) -> None:
     assert up.stats.resumed == 1
 
 
+def test_session_is_resumed_within_an_epoch_but_never_across_one(
+    unbound: UnboundTls, pki: Pki
+) -> None:
+    # Issue 7: a resumed session (RFC 8446 2.2, RFC 5077) lets the server link the
+    # connections before and after a tunnel change; a new epoch starts from a full handshake.
+    up = TlsUpstream(dot_cfg(unbound.addr, unbound.dot_port, pki.ca))
+    resumed: list[tuple[int, bool]] = []
+
+    async def connect_in(epoch: int) -> None:
+        await up.exchange(query("a.example."), replace(LO, epoch=epoch))
+        conn = up.connection
+        assert conn is not None
+        resumed.append((epoch, conn.stream.resumed))
+        await up.close()
+
+    async def go() -> None:
+        for epoch in (1, 1, 2, 2):
+            await connect_in(epoch)
+
+    run(go)
+    assert resumed == [(1, False), (1, True), (2, False), (2, True)]
+
+
 def test_queries_are_padded_and_answers_out_of_order_matched(pki: Pki) -> None:
     def reverse(server: ScriptedTlsServer, batch: list[bytes]) -> list[bytes]:
         answers = [answer_a(q, f"192.0.2.{10 + i}") for i, q in enumerate(batch)]
@@ -343,7 +366,7 @@ def test_epoch_change_rebuilds_the_pool(
 
     run(go)
     assert connects.count == 2
-    assert up.stats.resumed == 1
+    assert up.stats.resumed == 0  # a new epoch is a full handshake (issue 7)
 
 
 def test_query_from_an_older_epoch_does_not_cross_it(
