@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from stubresolver.errors import StubError
 from stubresolver.resolver import Outcome, Resolver
 from stubresolver.tunnel_state import TunnelState
+from stubresolver.upstream.base import CountsTransport
 
 log = logging.getLogger("stubresolver.control")
 
@@ -98,14 +99,10 @@ def render_status(
             "last_error": health.last_error,
             "answers": health.answers,
         }
-        # DoT/DoH keep transport counters (upstream/tlsctx.py UpstreamStats); read by name
-        # so this module never imports the TLS code for a plain-DNS configuration.
-        stats = getattr(upstream, "stats", None)
-        if stats is not None:
-            for name in ("open_connections", "handshakes", "resumed"):
-                value = getattr(stats, name, None)
-                if isinstance(value, int):
-                    item[name] = value
+        # DoT/DoH keep transport counters (upstream/counters.py); the protocol is declared
+        # in upstream/base.py so this module never imports the TLS code.
+        if isinstance(upstream, CountsTransport):
+            item.update(upstream.counters())
         upstreams.append(item)
     cache = resolver.cache
     outcomes = resolver.stats.outcomes

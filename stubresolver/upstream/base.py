@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from stubresolver.errors import UpstreamError
 from stubresolver.tunnel_state import TunnelState
@@ -35,6 +35,18 @@ class Upstream(Protocol):
 
     async def close(self) -> None:
         """Close every pooled socket; the upstream may be used again afterwards."""
+        ...
+
+
+@runtime_checkable
+class CountsTransport(Protocol):
+    """An upstream that keeps transport counters (DoT, DoH: connections, TLS sessions).
+
+    Declared here so ``status`` can ask for them without importing the TLS code.
+    """
+
+    def counters(self) -> dict[str, int]:
+        """Counter name -> value (see ``upstream.counters.TransportCounters``)."""
         ...
 
 

@@ -33,9 +33,9 @@ import h2.settings
 from stubresolver import wire
 from stubresolver.errors import UpstreamError
 from stubresolver.tunnel_state import TunnelState
+from stubresolver.upstream.counters import TransportCounters
 from stubresolver.upstream.framing import answers_question, finish_answer, read_query
 from stubresolver.upstream.pool import PooledConnection, PooledTlsUpstream
-from stubresolver.upstream.stats import UpstreamStats
 from stubresolver.upstream.tlsstream import TlsStream
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class DohConnection(PooledConnection):
 
     def __init__(
         self, stream: TlsStream, epoch: int, label: str, idle_timeout: float,
-        stats: UpstreamStats, on_close: Callable[[PooledConnection], None],
+        counters: TransportCounters, on_close: Callable[[PooledConnection], None],
         authority: bytes, path: bytes,
     ) -> None:  # fmt: skip
         self._authority = authority
@@ -84,7 +84,7 @@ class DohConnection(PooledConnection):
         self._streams: dict[int, _Stream] = {}
         self._slot_freed = asyncio.Event()
         self._goaway = False
-        super().__init__(stream, epoch, label, idle_timeout, stats, on_close)
+        super().__init__(stream, epoch, label, idle_timeout, counters, on_close)
 
     def usable(self) -> bool:
         return super().usable() and not self._goaway
@@ -278,7 +278,7 @@ class HttpsUpstream(PooledTlsUpstream):
         if stream.alpn_protocol() != "h2":
             raise UpstreamError("tls", self.url, "server did not negotiate HTTP/2 (ALPN h2)")
         conn = DohConnection(
-            stream, state.epoch, self.url, self.idle_timeout, self.stats,
+            stream, state.epoch, self.url, self.idle_timeout, self.transport,
             self._connection_closed, self.authority, self.path,
         )  # fmt: skip
         try:

@@ -19,7 +19,7 @@ from stubresolver import netbind
 from stubresolver.errors import UpstreamError
 from stubresolver.tunnel_state import TunnelState
 from stubresolver.upstream.backoff import Backoff
-from stubresolver.upstream.stats import NOT_THE_UPSTREAMS_FAULT, UpstreamStats
+from stubresolver.upstream.counters import NOT_THE_UPSTREAMS_FAULT, TransportCounters
 from stubresolver.upstream.tlscontext import make_context
 from stubresolver.upstream.tlsstream import TlsStream, open_tls
 
@@ -43,11 +43,11 @@ class PooledConnection(abc.ABC):
 
     def __init__(
         self, stream: TlsStream, epoch: int, label: str, idle_timeout: float,
-        stats: UpstreamStats, on_close: Callable[[PooledConnection], None],
+        counters: TransportCounters, on_close: Callable[[PooledConnection], None],
     ) -> None:  # fmt: skip
         self.stream = stream
-        self._stats = stats
-        stats.open_connections += 1
+        self._counters = counters
+        counters.open_connections += 1
         self.epoch = epoch
         self.label = label
         self.session_saved = False
@@ -193,7 +193,7 @@ class PooledConnection(abc.ABC):
         if self._reader is not asyncio.current_task():
             self._reader.cancel()
         self.stream.close()
-        self._stats.open_connections -= 1
+        self._counters.open_connections -= 1
         self._on_close(self)
 
 
@@ -209,7 +209,8 @@ class PooledTlsUpstream(abc.ABC):
       epoch resets the backoff: the path changed, so try again at once.
     - TLS sessions are resumed (RFC 8310 9: session resumption keeps reconnects cheap), but
       only within the tunnel epoch they came from (issue 7: no linking across a change).
-    - The failure reason is logged once per change of the upstream's state, not per query.
+    - Only transport counters are kept (``counters()``); health and its log are the
+      resolver's.
     """
 
     alpn: tuple[str, ...] = ()
@@ -226,7 +227,7 @@ class PooledTlsUpstream(abc.ABC):
         self.cfg = cfg
         self.dest = (cfg.host, cfg.port)
         self.timeout = cfg.timeout
-        self.stats = UpstreamStats()
+        self.transport = TransportCounters()
         # RFC 8310 strict: without an auth name the IP itself must be in the certificate.
         self.server_name = cfg.auth_name or cfg.host
         self.idle_timeout = idle_timeout
@@ -254,18 +255,15 @@ class PooledTlsUpstream(abc.ABC):
     ) -> PooledConnection:
         """Wrap a handshaken stream into this protocol's connection."""
 
+    def counters(self) -> dict[str, int]:
+        """The transport counters (``TransportCounters``) by name, for ``status``."""
+        return self.transport.as_dict()
+
     async def exchange(self, query: bytes, state: TunnelState) -> bytes:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        try:
-            answer = await self._exchange(query, state, start + self.timeout)
-        except UpstreamError as exc:
-            if self.stats.record_failure(exc):
-                log.warning("upstream %s failed: %s: %s", self.url, exc.kind, exc.message)
-            raise
-        if self.stats.record_success(loop.time() - start):
-            log.info("upstream %s answers again", self.url)
-        return answer
+        # No health or RTT here, and no "upstream failed" log: the resolver keeps that
+        # ledger and logs each change once (STYLE.md 13).
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        return await self._exchange(query, state, deadline)
 
     async def _exchange(self, query: bytes, state: TunnelState, deadline: float) -> bytes:
         if not state.up:
@@ -279,6 +277,7 @@ class PooledTlsUpstream(abc.ABC):
                 if exc.kind != "connect" or fresh or attempt:
                     raise
                 log.debug("%s: reused connection lost (%s); retrying", self.url, exc.message)
+                self.transport.retries += 1
                 continue
             if not conn.session_saved:
                 # After the first answer: TLS 1.3 tickets arrive after the handshake.
@@ -317,6 +316,7 @@ class PooledTlsUpstream(abc.ABC):
                 )
                 conn = None
             if conn is not None and conn.usable():
+                self.transport.reused += 1
                 return conn, False
             loop = asyncio.get_running_loop()
             if self._backoff_epoch != state.epoch:
@@ -331,6 +331,7 @@ class PooledTlsUpstream(abc.ABC):
             except UpstreamError as exc:
                 if exc.kind not in NOT_THE_UPSTREAMS_FAULT:
                     self._backoff.failed(loop.time())
+                    self.transport.connect_failures += 1
                     self._connect_error = exc
                 raise
             self._backoff.reset()
@@ -355,9 +356,9 @@ class PooledTlsUpstream(abc.ABC):
                 )
         except TimeoutError:
             raise timeout_error(self.url, self.timeout, "TLS handshake") from None
-        self.stats.handshakes += 1
+        self.transport.handshakes += 1
         if stream.resumed:
-            self.stats.resumed += 1
+            self.transport.resumed += 1
         try:
             async with asyncio.timeout_at(deadline):
                 conn = await self._start(stream, state, deadline)

@@ -16,9 +16,9 @@ from stubresolver import wire
 from stubresolver.errors import UpstreamError
 from stubresolver.randomness import random_id
 from stubresolver.tunnel_state import TunnelState
+from stubresolver.upstream.counters import TransportCounters
 from stubresolver.upstream.framing import answers_question, finish_answer, read_query
 from stubresolver.upstream.pool import PooledConnection, PooledTlsUpstream
-from stubresolver.upstream.stats import UpstreamStats
 from stubresolver.upstream.tlsstream import TlsStream
 
 if TYPE_CHECKING:
@@ -34,11 +34,11 @@ class DotConnection(PooledConnection):
 
     def __init__(
         self, stream: TlsStream, epoch: int, label: str, idle_timeout: float,
-        stats: UpstreamStats, on_close: Callable[[PooledConnection], None],
+        counters: TransportCounters, on_close: Callable[[PooledConnection], None],
     ) -> None:  # fmt: skip
         self._deframer = wire.TcpDeframer()
         self._keys: dict[int, bytes] = {}
-        super().__init__(stream, epoch, label, idle_timeout, stats, on_close)
+        super().__init__(stream, epoch, label, idle_timeout, counters, on_close)
 
     def _received(self, data: bytes) -> None:
         for msg in self._deframer.feed(data):
@@ -79,5 +79,10 @@ class TlsUpstream(PooledTlsUpstream):
 
     async def _start(self, stream: TlsStream, state: TunnelState, deadline: float) -> DotConnection:
         return DotConnection(
-            stream, state.epoch, self.url, self.idle_timeout, self.stats, self._connection_closed
+            stream,
+            state.epoch,
+            self.url,
+            self.idle_timeout,
+            self.transport,
+            self._connection_closed,
         )

@@ -1,5 +1,5 @@
 """SPKI pins (RFC 7858 4.2, RFC 7469): our DER walk against pins openssl computed, and
-hostile certificates as data; the TLS context and the per-upstream stats."""
+hostile certificates as data; the TLS context."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from stubresolver.errors import ConfigError, UpstreamError
+from stubresolver.errors import ConfigError
 from stubresolver.upstream.pins import spki_der, spki_pin
-from stubresolver.upstream.stats import UpstreamStats
 from stubresolver.upstream.tlscontext import make_context
 
 # A P-256 leaf and a self-signed RSA-2048 certificate (long-form DER lengths). The pins are
@@ -128,27 +127,3 @@ def test_unreadable_ca_file_is_a_config_error(tmp_path: Path) -> None:
     bad.write_text("not a certificate")
     with pytest.raises(ConfigError):
         make_context(str(bad))
-
-
-def test_stats_flip_once_per_state_change() -> None:
-    stats = UpstreamStats()
-    tls = UpstreamError("tls", "tls://x", "certificate verify failed: hostname mismatch")
-    assert stats.record_failure(tls) is True  # healthy -> failed: log
-    assert stats.record_failure(tls) is False  # same reason again: do not log again
-    assert not stats.healthy
-    assert stats.last_error == tls.message
-    other = UpstreamError("timeout", "tls://x", "no answer within 1.50s")
-    assert stats.record_failure(other) is True  # the reason changed: log once more
-    assert stats.record_success(0.010) is True  # recovered
-    assert stats.record_success(0.020) is False
-    assert stats.healthy
-    assert stats.srtt == pytest.approx(0.010 + 0.125 * (0.020 - 0.010))
-    assert (stats.queries, stats.failures) == (5, 3)
-
-
-def test_tunnel_events_do_not_make_an_upstream_unhealthy() -> None:
-    stats = UpstreamStats()
-    assert stats.record_failure(UpstreamError("epoch", "tls://x", "tunnel changed")) is False
-    assert stats.record_failure(UpstreamError("tunnel", "tls://x", "tunnel wg0 down")) is False
-    assert stats.healthy
-    assert stats.last_error is None
