@@ -213,9 +213,9 @@ class Service:
         self.server.resolver = resolver
         self.config = new
         configure_logging(new.logging.level)
-        task = asyncio.get_running_loop().create_task(old_resolver.close())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        # Every flight of the old resolver ends now and its pools close: nothing is sent
+        # under the old upstreams or tunnel rules once this returns (issue 7).
+        old_resolver.retire()
         # The patterns may have changed: look at the interfaces again under the new rules.
         self.monitor.refresh()
         log.info("config reloaded from %s", self.config_path)

@@ -98,14 +98,9 @@ def render_status(
             "last_error": health.last_error,
             "answers": health.answers,
         }
-        # DoT/DoH keep transport counters (upstream/tlsctx.py UpstreamStats); read by name
-        # so this module never imports the TLS code for a plain-DNS configuration.
-        stats = getattr(upstream, "stats", None)
-        if stats is not None:
-            for name in ("open_connections", "handshakes", "resumed"):
-                value = getattr(stats, name, None)
-                if isinstance(value, int):
-                    item[name] = value
+        # Transport counters (UDP sockets, TLS connections and handshakes), declared by
+        # every upstream (upstream/base.py).
+        item.update(upstream.counters())
         upstreams.append(item)
     cache = resolver.cache
     outcomes = resolver.stats.outcomes

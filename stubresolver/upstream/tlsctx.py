@@ -559,11 +559,10 @@ class PooledTlsUpstream(abc.ABC):
         try:
             answer = await self._exchange(query, state, start + self.timeout)
         except UpstreamError as exc:
-            if self.stats.record_failure(exc):
-                log.warning("upstream %s failed: %s: %s", self.url, exc.kind, exc.message)
+            # Health is the resolver's (selection.py) and logged there, once.
+            self.stats.record_failure(exc)
             raise
-        if self.stats.record_success(loop.time() - start):
-            log.info("upstream %s answers again", self.url)
+        self.stats.record_success(loop.time() - start)
         return answer
 
     async def _exchange(self, query: bytes, state: TunnelState, deadline: float) -> bytes:
@@ -669,6 +668,14 @@ class PooledTlsUpstream(abc.ABC):
             "%s: connected (%s%s)", self.url, stream.version, ", resumed" if stream.resumed else ""
         )
         return conn
+
+    def counters(self) -> dict[str, int]:
+        stats = self.stats
+        return {
+            "open_connections": stats.open_connections,
+            "handshakes": stats.handshakes,
+            "resumed": stats.resumed,
+        }
 
     async def close(self) -> None:
         """Close the pooled connection; queries on it fail. The upstream stays usable."""

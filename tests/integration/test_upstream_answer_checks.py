@@ -25,8 +25,8 @@ from bench.pki import Pki
 from stubresolver.cache import Cache
 from stubresolver.config import UpstreamConfig
 from stubresolver.policy import LocalPolicy
-from stubresolver.resolver import Outcome, Resolver
-from stubresolver.upstream.base import Upstream
+from stubresolver.resolver import AnswerNow, Forward, Outcome, Resolver
+from stubresolver.upstream.base import Awaited, Upstream
 from stubresolver.upstream.plain import UdpUpstream
 from stubresolver.upstream.tls import TlsUpstream
 
@@ -77,10 +77,12 @@ def ask(resolver: Resolver, queries: list[bytes]) -> list[dns.message.Message]:
 
     async def go() -> None:
         for data in queries:
-            response, parsed = resolver.answer_now(data)
-            if response is None:
-                assert parsed is not None
-                response = await resolver.forward(parsed, data)
+            decision = resolver.answer_now(data)
+            if isinstance(decision, Forward):
+                response = await resolver.forward(decision)
+            else:
+                assert isinstance(decision, AnswerNow)
+                response = decision.response
             replies.append(dns.message.from_wire(response))
         await resolver.close()
 
@@ -143,7 +145,7 @@ def test_a_passed_through_servfail_has_no_opt_for_a_client_that_sent_none() -> N
 
 def test_an_answer_without_question_is_rejected_not_patched_or_cached(pki: Pki) -> None:
     with ScriptedTlsServer(pki, no_question) as server:
-        resolver = resolver_for(dot(server.port, pki.ca))
+        resolver = resolver_for(Awaited(dot(server.port, pki.ca)))
         replies = ask(resolver, [query("www.example.", msg_id=i) for i in (1, 2)])
     assert [r.rcode() for r in replies] == [dns.rcode.SERVFAIL, dns.rcode.SERVFAIL]
     assert all(len(r.question) == 1 and not r.answer for r in replies)
