@@ -279,3 +279,44 @@ def test_check_config_prints_the_open_resolver_warning(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "warning: server.allow" in result.stderr
+
+
+def test_parser_invents_no_defaults() -> None:
+    """Each default is written once, in the dataclass (STYLE.md 13): a file that leaves a
+    key out gets exactly the field's default, and a section given empty gets the same."""
+    from dataclasses import fields
+
+    from stubresolver.config import (
+        CacheConfig,
+        Config,
+        LocalConfig,
+        LoggingConfig,
+        ServerConfig,
+        TunnelConfig,
+        UpstreamConfig,
+    )
+
+    config = parse_config(base())
+    assert config == Config(upstreams=config.upstreams)
+    sections = {"tunnel": TunnelConfig, "cache": CacheConfig, "server": ServerConfig}
+    sections |= {"local": LocalConfig, "logging": LoggingConfig}
+    for key, cls in sections.items():
+        assert getattr(config, key) == cls(), key
+        assert getattr(parse_config(base(**{key: {}})), key) == cls(), key
+        assert getattr(parse_config(base(**{key: None})), key) == cls(), key
+    (up,) = parse_config(base(upstreams=[{"url": "tls://10.8.0.1#dns.example"}])).upstreams
+    for f in fields(UpstreamConfig):
+        if f.name in ("timeout", "ca_file", "spki_pins"):
+            assert getattr(up, f.name) == f.default, f.name
+
+
+def test_every_dataclass_field_is_a_config_key() -> None:
+    """The allowed keys are the field names, so a new field is a key at once and the error
+    for an unknown key lists them."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(base(server={"nope": 1}))
+    for key in ("tcp_idle_timeout", "max_forwards", "allow", "udp_max_payload"):
+        assert key in info.value.message
+    with pytest.raises(ConfigError) as info:
+        parse_config(base(cache={"limits": {}}))
+    assert info.value.path == "cache.limits"  # the YAML section is flat
