@@ -134,7 +134,6 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-    state_dir: Path = Path("/var/lib/stubresolver")
     #: The local control socket (`stubresolver status`, VPN hooks); None: no control socket.
     control_socket: Path | None = Path(DEFAULT_CONTROL_SOCKET)
 
@@ -518,11 +517,6 @@ def parse_config(raw: object) -> Config:
     upstreams = tuple(parse_upstream(item, f"upstreams[{i}]") for i, item in enumerate(ups_raw))
     tunnel = _parse_tunnel(top.get("tunnel"))
     _check_loopback_upstreams(upstreams, ups_raw, tunnel)
-    if "state_dir" in top:
-        state_dir = _get(top, "state_dir", "", str)
-        if not state_dir.startswith("/"):
-            raise ConfigError("state_dir", f"{state_dir!r} must be an absolute path")
-        given["state_dir"] = Path(state_dir)
     if "control_socket" in top:
         given["control_socket"] = _parse_control_socket(top)
     return Config(

@@ -44,7 +44,6 @@ def base_config(tmp: Path, upstream: Unbound, **overrides: Any) -> dict[str, Any
         "listen": [f"{STUB_ADDR}:{free_port(STUB_ADDR)}"],
         "tunnel": {"interfaces": ["lo"]},
         "upstreams": [f"udp://{upstream.addr}:{upstream.port}"],
-        "state_dir": str(tmp),
         "control_socket": str(tmp / "control.sock"),  # not the machine-wide default
         "logging": {"level": "debug"},
     }
