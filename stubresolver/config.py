@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
+from dnslib import CLASS, QTYPE, RR, DNSBuffer
 
 from stubresolver.access import LOOPBACK, Network, is_loopback_only
 from stubresolver.cache import CacheLimits
@@ -108,6 +109,65 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LocalRecord:
+    """One ``local.records`` line, parsed by dnslib's zone parser into wire form."""
+
+    name: bytes  # owner, wire form, lower case (names compare case-insensitively, RFC 4343)
+    rtype: int
+    ttl: int
+    rdata: bytes  # wire form, no name compression (RFC 3597 4: safe for every type)
+
+
+#: TTL of a local record whose line gives none: unbound's local-data default.
+LOCAL_RECORD_TTL = 3600
+
+
+class _UncompressedBuffer(DNSBuffer):  # type: ignore[misc]  # dnslib has no type hints
+    """Names inside rdata are written in full: the rdata is copied into answers whose
+    offsets differ, where a compression pointer would point at the wrong bytes."""
+
+    def encode_name(self, name: object) -> None:
+        self.encode_name_nocompress(name)
+
+
+def parse_record(line: object, where: str) -> LocalRecord:
+    """One zone-file line (RFC 1035 5.1) -> a LocalRecord; class IN only."""
+    if not isinstance(line, str):
+        raise ConfigError(where, f"must be a zone-file line string, got {_type_name(line)}")
+    try:
+        parsed = RR.fromZone(line, ttl=LOCAL_RECORD_TTL)
+    except Exception as exc:  # dnslib raises bare ValueError, IndexError, DNSError, ...
+        raise ConfigError(
+            where, f"{line!r}: not a zone-file record ({exc or type(exc).__name__})"
+        ) from None
+    if len(parsed) != 1:
+        raise ConfigError(where, f"{line!r}: must hold exactly one record, found {len(parsed)}")
+    (rr,) = parsed
+    if rr.rclass != CLASS.IN:
+        raise ConfigError(where, f"{line!r}: only class IN records are served")
+    if rr.rtype in _NOT_LOCAL_TYPES:
+        raise ConfigError(
+            where, f"{line!r}: a {QTYPE.get(rr.rtype)} record cannot be served locally"
+        )
+    try:
+        owner = _UncompressedBuffer()
+        owner.encode_name(rr.rname)
+        rdata = _UncompressedBuffer()
+        rr.rdata.pack(rdata)
+    except Exception as exc:  # dnslib label and packing errors have no common base
+        raise ConfigError(where, f"{line!r}: cannot be encoded ({exc})") from None
+    if owner.data == b"\x00":
+        raise ConfigError(where, f"{line!r}: the root cannot have local records")
+    if not 0 <= rr.ttl < 2**31:
+        raise ConfigError(where, f"{line!r}: TTL {rr.ttl} is out of range (RFC 2181 8)")
+    return LocalRecord(bytes(owner.data).lower(), rr.rtype, rr.ttl, bytes(rdata.data))
+
+
+# OPT (41) is a pseudo-record (RFC 6891); ANY/AXFR/IXFR (255/252/251) are query types only.
+_NOT_LOCAL_TYPES = frozenset((41, 251, 252, 255))
+
+
+@dataclass(frozen=True, slots=True)
 class LocalConfig:
     #: Private/link-local ranges whose reverse (PTR) lookups go to the VPN instead of being
     #: answered NXDOMAIN locally (e.g. the VPN's own 10.8.0.0/24).
@@ -115,6 +175,9 @@ class LocalConfig:
     #: Names of one label (``printer.``): "nxdomain" answers them locally, "forward" sends
     #: them to the VPN's DNS (for a VPN that serves bare host names).
     single_label: str = "nxdomain"
+    #: Records answered here at any tunnel state, never forwarded (like unbound local-data):
+    #: one zone-file line each, e.g. ``printer.lan. 300 IN A 192.168.1.5``.
+    records: tuple[LocalRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,7 +503,25 @@ def _parse_local(raw: object) -> LocalConfig:
                 "local.single_label", f"{single!r} is not one of {', '.join(_SINGLE_LABEL)}"
             )
         given["single_label"] = single
+    if "records" in section:
+        records = tuple(
+            parse_record(line, f"local.records[{i}]")
+            for i, line in enumerate(_list(section, "records", "local"))
+        )
+        cname_at = {r.name for r in records if r.rtype == _TYPE_CNAME}
+        for index, record in enumerate(records):
+            if record.name in cname_at and record.rtype != _TYPE_CNAME:
+                # RFC 2181 10.1: a name with a CNAME has no other data.
+                raise ConfigError(
+                    f"local.records[{index}]", "the name already has a CNAME (RFC 2181 10.1)"
+                )
+        if len([r for r in records if r.rtype == _TYPE_CNAME]) != len(cname_at):
+            raise ConfigError("local.records", "a name has two CNAME records (RFC 2181 10.1)")
+        given["records"] = records
     return LocalConfig(**given)
+
+
+_TYPE_CNAME = 5
 
 
 def _parse_logging(raw: object) -> LoggingConfig:

@@ -326,3 +326,47 @@ def test_state_dir_is_not_a_key_until_something_uses_it() -> None:
         parse_config(base(state_dir="/var/lib/stubresolver"))
     assert info.value.path == "state_dir"
     assert "unknown key" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("x.lan. IN A 999.1.1.1", "not a zone-file record"),
+        ("x.lan. IN BOGUS 1", "not a zone-file record"),
+        ("x.lan. IN A", "not a zone-file record"),
+        ("", "exactly one record"),
+        ("$TTL 5", "exactly one record"),
+        ("a.lan. IN A 10.0.0.1\nb.lan. IN A 10.0.0.2", "exactly one record"),
+        ("x.lan. CH TXT hi", "class IN"),
+        (5, "zone-file line"),
+    ],
+)
+def test_bad_local_record_names_its_index(line: object, words: str) -> None:
+    raw = base(local={"records": ["ok.lan. IN A 10.0.0.1", line]})
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert info.value.path == "local.records[1]"
+    assert words in info.value.message
+
+
+def test_local_records_cname_stands_alone() -> None:
+    lines = ["w.lan. IN CNAME x.lan.", "w.lan. IN A 10.0.0.1"]
+    with pytest.raises(ConfigError) as info:
+        parse_config(base(local={"records": lines}))
+    assert info.value.path == "local.records[1]"
+    with pytest.raises(ConfigError, match=r"local\.records: a name has two CNAME"):
+        parse_config(base(local={"records": ["w.lan. IN CNAME x.", "w.lan. IN CNAME y."]}))
+
+
+def test_local_records_parse_to_wire_form() -> None:
+    (record,) = parse_config(
+        base(local={"records": ["Printer.LAN. 300 IN A 192.168.1.5"]})
+    ).local.records
+    assert record.name == b"\x07printer\x03lan\x00"
+    assert (record.rtype, record.ttl, record.rdata) == (1, 300, bytes([192, 168, 1, 5]))
+    # A name inside rdata is written in full, never as a compression pointer.
+    (soa,) = parse_config(
+        base(local={"records": ["lan. IN SOA ns.lan. host.ns.lan. 1 2 3 4 5"]})
+    ).local.records
+    assert b"\xc0" not in soa.rdata
+    assert soa.rdata.startswith(b"\x02ns\x03lan\x00\x04host\x02ns\x03lan\x00")
