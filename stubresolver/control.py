@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from stubresolver.errors import StubError
+from stubresolver.errors import ControlError
 from stubresolver.resolver import Outcome, Resolver
 from stubresolver.tunnel_state import TunnelState
 
@@ -42,10 +42,6 @@ MAX_CONNECTIONS = 16
 COMMANDS = ("status", "flush", "tunnel-changed", "reload")
 
 Response = dict[str, Any]
-
-
-class ControlError(StubError):
-    """The control socket cannot be reached or answered nonsense (client side)."""
 
 
 class Controlled(Protocol):

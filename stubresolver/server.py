@@ -25,6 +25,7 @@ from stubresolver import wire
 from stubresolver.access import ClientFilter
 from stubresolver.config import ListenAddress, ServerConfig
 from stubresolver.decide import AnswerNow, Forward
+from stubresolver.errors import ListenError
 from stubresolver.resolver import Resolver
 
 log = logging.getLogger("stubresolver.server")
@@ -34,15 +35,6 @@ log = logging.getLogger("stubresolver.server")
 _UDP_BATCH = 64
 _MAX_UDP = 65535
 _UDP_RCVBUF = 4 * 1024 * 1024
-
-
-class ListenError(Exception):
-    """A listener could not be opened (address in use, no permission, no such address)."""
-
-    def __init__(self, message: str, *, no_ipv6: bool = False) -> None:
-        super().__init__(message)
-        # The host has IPv6 off (no ::1): nobody can send to that listener anyway.
-        self.no_ipv6 = no_ipv6
 
 
 def _bind_socket(addr: ListenAddress, kind: socket.SocketKind) -> socket.socket:
