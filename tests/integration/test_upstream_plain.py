@@ -513,3 +513,49 @@ def test_pool_ignores_a_late_answer_to_an_earlier_query() -> None:
 
     with ScriptedUdpServer(script=late) as server:
         assert asyncio.run(body(server.port)) == ["192.0.2.9"]
+
+
+def test_the_tcp_retry_after_tc_is_withdrawn_with_its_flight() -> None:
+    """Issue 7: the TCP retry belongs to the exchange; withdrawing it closes the connection
+    at once, and ``done`` is never called."""
+
+    def truncated(server: ScriptedUdpServer, data: bytes, peer: tuple[str, int]) -> None:
+        r = dns.message.make_response(dns.message.from_wire(data))
+        r.flags |= dns.flags.TC
+        server.sock.sendto(r.to_wire(), peer)
+
+    with ScriptedUdpServer(script=truncated) as server, socket.socket() as tcp:
+        tcp.bind((server.addr, server.port))
+        tcp.listen(4)
+        tcp.settimeout(5)
+        up = UdpUpstream(cfg("udp", server.addr, server.port, timeout=10.0))
+        calls: list[object] = []
+
+        async def body() -> bytes:
+            loop = asyncio.get_running_loop()
+            raw = query("tc.example.")
+            withdraw = up.exchange_cb(
+                raw, LO, lambda m, e: calls.append(m or e), wire.question_key(raw)
+            )
+            conn, _ = await loop.run_in_executor(None, tcp.accept)  # the retry connected
+            with conn:
+                conn.settimeout(5)
+                withdraw()
+                # Our side closes: the held connection reads EOF long before the 10 s deadline.
+                started = loop.time()
+                tail = await loop.run_in_executor(None, _read_until_eof, conn)
+                waited = loop.time() - started
+            await asyncio.sleep(0.05)
+            await up.close()
+            assert waited < 2.0
+            return tail
+
+        asyncio.run(body())
+    assert calls == []
+
+
+def _read_until_eof(conn: socket.socket) -> bytes:
+    data = b""
+    while chunk := conn.recv(65535):
+        data += chunk
+    return data

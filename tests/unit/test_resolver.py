@@ -538,3 +538,120 @@ def test_remembered_queries_are_bounded_and_never_answer_local_names() -> None:
         up.answer_now(data)
         assert hot.size_bytes <= hot.max_bytes
     assert 0 < len(hot) < 2000
+
+
+# --- bounds, re-probe and reload (issue 7) ------------------------------------------------
+
+
+def test_a_large_query_that_hits_is_not_remembered_and_the_memo_stays_in_budget() -> None:
+    from stubresolver.hotqueries import MAX_QUERY
+
+    up = make([Fake()])
+    assert up.cache is not None
+    pad = dns.edns.GenericOption(dns.edns.OptionType.make(65001), b"x" * 1100)
+    big = query("big.example.", use_edns=0, options=[pad])
+    assert len(big) > MAX_QUERY
+    up.cache.store(wire.parse_query(big), answer_for(big), 1000.0)
+    assert isinstance(up.answer_now(big), AnswerNow)  # a hit ...
+    assert len(up.decider.hot) == 0  # ... that pins nothing
+
+
+def test_waiters_per_flight_are_bounded_in_count() -> None:
+    fake = Fake()
+    resolver = make([fake])
+    resolver.flights.max_waiters = 5
+
+    async def body() -> list[dns.message.Message]:
+        fake.gate = asyncio.Event()
+        tasks = [
+            asyncio.ensure_future(resolve(resolver, query(msg_id=i, use_edns=0))) for i in range(8)
+        ]
+        await asyncio.sleep(0.01)
+        fake.gate.set()
+        return await asyncio.gather(*tasks)
+
+    replies = asyncio.run(body())
+    assert [r.rcode() for r in replies] == [dns.rcode.NOERROR] * 5 + [dns.rcode.SERVFAIL] * 3
+    assert ede(replies[-1]) == (0, "too many clients waiting for this name")
+    assert len(fake.sent) == 1
+    assert resolver.stats.outcomes[Outcome.SERVFAIL_BUSY] == 3
+    assert resolver.flights.waiter_bytes == 0  # all handed back
+
+
+def test_waiting_queries_are_bounded_in_bytes_over_all_flights() -> None:
+    from stubresolver.flights import WAITER_OVERHEAD
+
+    fake = Fake()
+    resolver = make([fake])
+    pad = dns.edns.GenericOption(dns.edns.OptionType.make(65001), b"x" * 700)
+    one = len(query("n0.example.", use_edns=0, options=[pad])) + WAITER_OVERHEAD
+    resolver.flights.max_waiter_bytes = 3 * one
+
+    async def body() -> list[dns.message.Message]:
+        fake.gate = asyncio.Event()
+        tasks = [
+            asyncio.ensure_future(
+                resolve(resolver, query(f"n{i}.example.", use_edns=0, options=[pad]))
+            )
+            for i in range(5)
+        ]
+        await asyncio.sleep(0.01)
+        assert resolver.flights.waiter_bytes <= 3 * one
+        fake.gate.set()
+        return await asyncio.gather(*tasks)
+
+    replies = asyncio.run(body())
+    assert [r.rcode() for r in replies] == [dns.rcode.NOERROR] * 3 + [dns.rcode.SERVFAIL] * 2
+    assert ede(replies[-1]) == (0, "too many queries waiting")
+    assert len(fake.sent) == 3  # a refused query starts no exchange
+    assert len(resolver.flights) == 0
+
+
+def test_tunnel_reprobe_after_send_errors_is_rate_limited() -> None:
+    probes: list[float] = []
+    clock = Clock()
+
+    def refresh() -> TunnelState:
+        probes.append(clock.now)
+        return UP
+
+    failing = Fake("udp://a", fail=UpstreamError("connect", "udp://a", "udp: ENETUNREACH"))
+    resolver = make([failing], clock=clock, refresh=refresh)
+
+    async def body() -> None:
+        for i in range(40):
+            await resolve(resolver, query(f"n{i}.example."))
+        clock.now += 1.0
+        await resolve(resolver, query("later.example."))
+
+    asyncio.run(body())
+    assert len(failing.sent) == 41
+    assert probes == [1000.0, 1001.0]  # one look per interval, not one per failure
+
+
+def test_a_reload_ends_the_old_resolvers_flights_and_sends_nothing_more() -> None:
+    slow = Fake("udp://slow")
+    never = MustNotBeCalled()
+    resolver = make([slow, never])
+
+    async def body() -> tuple[dns.message.Message, dns.message.Message]:
+        slow.gate = asyncio.Event()
+        task = asyncio.ensure_future(resolve(resolver, query(use_edns=0)))
+        await asyncio.sleep(0.01)
+        assert len(slow.sent) == 1
+        resolver.retire()
+        await asyncio.sleep(0)  # one loop turn: the reply was given inside retire()
+        assert task.done()
+        # The cancelled exchange fails; no failover to the next upstream follows.
+        slow.fail = UpstreamError("timeout", "udp://slow", "no answer")
+        slow.gate.set()
+        await asyncio.sleep(0.01)
+        late = await resolve(resolver, query("late.example.", use_edns=0))
+        return task.result(), late
+
+    reply, late = asyncio.run(body())
+    assert reply.rcode() == late.rcode() == dns.rcode.SERVFAIL
+    assert ede(reply) == (14, "configuration reloaded")
+    assert never.calls == []
+    assert len(slow.sent) == 1
+    assert slow.closed == 1  # its pools closed
