@@ -137,7 +137,7 @@ def upstream_url(scheme: str, ip: str, port: int) -> str:
     raise ValueError(f"not an encrypted scheme: {scheme!r}")
 
 
-def stub_config(listen_ip: str, listen_port: int, url: str, ca_file: str, state_dir: str) -> str:
+def stub_config(listen_ip: str, listen_port: int, url: str, ca_file: str) -> str:
     """stubresolver YAML: one encrypted upstream (a mapping with ``ca_file``), on ``lo``."""
     return "\n".join(
         [
@@ -155,7 +155,6 @@ def stub_config(listen_ip: str, listen_port: int, url: str, ca_file: str, state_
             "logging:",
             "  level: warning",
             "  queries: false",
-            f"state_dir: {state_dir}",
             'control_socket: ""',  # no control socket needed for measuring
             "",
         ]
@@ -255,10 +254,8 @@ def run_encrypted(
 
     def start_stub(name: str, ip: str, url: str) -> base.Server:
         port = base.free_port(ip)
-        state = workdir / f"{name}-state"
-        state.mkdir(exist_ok=True)
         yaml = workdir / f"{name}.yaml"
-        yaml.write_text(stub_config(ip, port, url, str(pki.ca), str(state)))
+        yaml.write_text(stub_config(ip, port, url, str(pki.ca)))
         print(f"starting {name} on {ip}:{port} -> {url}", flush=True)
         argv = [sys.executable, "-m", "stubresolver", "run", "--config", str(yaml)]
         return harness.spawn(name, ip, port, argv)

@@ -104,7 +104,7 @@ def unbound_config(port: int, workdir: str, names: int = HIT_NAMES) -> str:
     return "\n".join(lines)
 
 
-def stub_config(listen_port: int, upstream_port: int, state_dir: str) -> str:
+def stub_config(listen_port: int, upstream_port: int) -> str:
     """stubresolver YAML for the bench (keys from notes/contracts.md)."""
     return "\n".join(
         [
@@ -122,7 +122,6 @@ def stub_config(listen_port: int, upstream_port: int, state_dir: str) -> str:
             "logging:",
             "  level: warning",
             "  queries: false",
-            f"state_dir: {state_dir}",
             'control_socket: ""',  # no control socket needed for measuring
             "",
         ]
@@ -622,10 +621,8 @@ def run_benchmark(args: argparse.Namespace, workdir: Path, harness: Harness) -> 
                     f"--listen-address={STUB_IP}", "--bind-interfaces", f"--port={port}",
                     "--pid-file="]  # fmt: skip
         else:
-            state = workdir / f"{label}-state"
-            state.mkdir(exist_ok=True)
             conf = workdir / f"{label}.yaml"
-            conf.write_text(stub_config(port, up_port, str(state)))
+            conf.write_text(stub_config(port, up_port))
             argv = [sys.executable, "-m", "stubresolver", "run", "--config", str(conf)]
         print(f"starting {label} ({args.stub}) on {STUB_IP}:{port}", flush=True)
         srv = harness.spawn(label, STUB_IP, port, argv)

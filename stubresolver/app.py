@@ -47,6 +47,7 @@ def build_resolver(config: Config, monitor: TunnelMonitor) -> Resolver:
         policy=LocalPolicy(
             config.local.reverse_via_vpn,
             single_label_nxdomain=config.local.single_label == "nxdomain",
+            records=config.local.records,
         ),
         flush_on_tunnel_change=config.cache.flush_on_tunnel_change,
         log_queries=config.logging.queries,
@@ -213,9 +214,9 @@ class Service:
         self.server.resolver = resolver
         self.config = new
         configure_logging(new.logging.level)
-        task = asyncio.get_running_loop().create_task(old_resolver.close())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        # Every flight of the old resolver ends now and its pools close: nothing is sent
+        # under the old upstreams or tunnel rules once this returns (issue 7).
+        old_resolver.retire()
         # The patterns may have changed: look at the interfaces again under the new rules.
         self.monitor.refresh()
         log.info("config reloaded from %s", self.config_path)

@@ -70,7 +70,8 @@ def _socket_path(args: argparse.Namespace) -> Path:
 
 
 def _control(args: argparse.Namespace) -> int:
-    from stubresolver.control import ControlError, request  # noqa: PLC0415 - keep run light
+    from stubresolver.control import request  # noqa: PLC0415 - keep run light
+    from stubresolver.errors import ControlError  # noqa: PLC0415
 
     try:
         path = _socket_path(args)
@@ -182,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{path}: ok")
         return 0
     from stubresolver.app import configure_logging, serve  # noqa: PLC0415 - keep check-config light
-    from stubresolver.server import ListenError  # noqa: PLC0415
+    from stubresolver.errors import ListenError  # noqa: PLC0415
 
     configure_logging(config.logging.level)
     try:

@@ -10,12 +10,13 @@ import ipaddress
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
+from dnslib import CLASS, QTYPE, RR, DNSBuffer
 
 from stubresolver.access import LOOPBACK, Network, is_loopback_only
 from stubresolver.cache import CacheLimits
@@ -108,6 +109,65 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LocalRecord:
+    """One ``local.records`` line, parsed by dnslib's zone parser into wire form."""
+
+    name: bytes  # owner, wire form, lower case (names compare case-insensitively, RFC 4343)
+    rtype: int
+    ttl: int
+    rdata: bytes  # wire form, no name compression (RFC 3597 4: safe for every type)
+
+
+#: TTL of a local record whose line gives none: unbound's local-data default.
+LOCAL_RECORD_TTL = 3600
+
+
+class _UncompressedBuffer(DNSBuffer):  # type: ignore[misc]  # dnslib has no type hints
+    """Names inside rdata are written in full: the rdata is copied into answers whose
+    offsets differ, where a compression pointer would point at the wrong bytes."""
+
+    def encode_name(self, name: object) -> None:
+        self.encode_name_nocompress(name)
+
+
+def parse_record(line: object, where: str) -> LocalRecord:
+    """One zone-file line (RFC 1035 5.1) -> a LocalRecord; class IN only."""
+    if not isinstance(line, str):
+        raise ConfigError(where, f"must be a zone-file line string, got {_type_name(line)}")
+    try:
+        parsed = RR.fromZone(line, ttl=LOCAL_RECORD_TTL)
+    except Exception as exc:  # dnslib raises bare ValueError, IndexError, DNSError, ...
+        raise ConfigError(
+            where, f"{line!r}: not a zone-file record ({exc or type(exc).__name__})"
+        ) from None
+    if len(parsed) != 1:
+        raise ConfigError(where, f"{line!r}: must hold exactly one record, found {len(parsed)}")
+    (rr,) = parsed
+    if rr.rclass != CLASS.IN:
+        raise ConfigError(where, f"{line!r}: only class IN records are served")
+    if rr.rtype in _NOT_LOCAL_TYPES:
+        raise ConfigError(
+            where, f"{line!r}: a {QTYPE.get(rr.rtype)} record cannot be served locally"
+        )
+    try:
+        owner = _UncompressedBuffer()
+        owner.encode_name(rr.rname)
+        rdata = _UncompressedBuffer()
+        rr.rdata.pack(rdata)
+    except Exception as exc:  # dnslib label and packing errors have no common base
+        raise ConfigError(where, f"{line!r}: cannot be encoded ({exc})") from None
+    if owner.data == b"\x00":
+        raise ConfigError(where, f"{line!r}: the root cannot have local records")
+    if not 0 <= rr.ttl < 2**31:
+        raise ConfigError(where, f"{line!r}: TTL {rr.ttl} is out of range (RFC 2181 8)")
+    return LocalRecord(bytes(owner.data).lower(), rr.rtype, rr.ttl, bytes(rdata.data))
+
+
+# OPT (41) is a pseudo-record (RFC 6891); ANY/AXFR/IXFR (255/252/251) are query types only.
+_NOT_LOCAL_TYPES = frozenset((41, 251, 252, 255))
+
+
+@dataclass(frozen=True, slots=True)
 class LocalConfig:
     #: Private/link-local ranges whose reverse (PTR) lookups go to the VPN instead of being
     #: answered NXDOMAIN locally (e.g. the VPN's own 10.8.0.0/24).
@@ -115,6 +175,9 @@ class LocalConfig:
     #: Names of one label (``printer.``): "nxdomain" answers them locally, "forward" sends
     #: them to the VPN's DNS (for a VPN that serves bare host names).
     single_label: str = "nxdomain"
+    #: Records answered here at any tunnel state, never forwarded (like unbound local-data):
+    #: one zone-file line each, e.g. ``printer.lan. 300 IN A 192.168.1.5``.
+    records: tuple[LocalRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,25 +189,31 @@ class LoggingConfig:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    listen: tuple[ListenAddress, ...]
-    tunnel: TunnelConfig
+    #: The servers inside the tunnel; the one key without a default.
     upstreams: tuple[UpstreamConfig, ...]
-    cache: CacheConfig
-    server: ServerConfig
-    local: LocalConfig
-    logging: LoggingConfig
-    state_dir: Path
+    listen: tuple[ListenAddress, ...] = (ListenAddress("127.0.0.1", 53), ListenAddress("::1", 53))
+    tunnel: TunnelConfig = field(default_factory=TunnelConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    local: LocalConfig = field(default_factory=LocalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     #: The local control socket (`stubresolver status`, VPN hooks); None: no control socket.
-    #: Defaults to None when a Config is built in code, /run/stubresolver/control.sock when
-    #: read from a file without the key.
-    control_socket: Path | None = None
+    control_socket: Path | None = Path(DEFAULT_CONTROL_SOCKET)
 
 
 # --- helpers -------------------------------------------------------------------------
+#
+# Every default lives once, in the dataclass field above (STYLE.md 13). A parser reads only
+# the keys the file gives and constructs the dataclass with just those; a missing key takes
+# the field's default. The allowed keys of a section are the field names.
 
 
 def _type_name(value: object) -> str:
     return "null" if value is None else type(value).__name__
+
+
+def _field_names(*classes: type) -> tuple[str, ...]:
+    return tuple(f.name for cls in classes for f in fields(cls))
 
 
 def _mapping(value: object, path: str) -> Mapping[str, Any]:
@@ -162,12 +231,13 @@ def _check_keys(section: Mapping[str, Any], allowed: tuple[str, ...], path: str)
             raise ConfigError(where, f"unknown key (allowed: {', '.join(allowed)})")
 
 
-def _get(
-    section: Mapping[str, Any], key: str, path: str, kind: type[T] | tuple[type, ...], default: T
-) -> T:
-    where = f"{path}.{key}" if path else key
-    if key not in section:
-        return default
+def _where(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _get(section: Mapping[str, Any], key: str, path: str, kind: type[T] | tuple[type, ...]) -> T:
+    """The value of a key the section gives, checked against ``kind``."""
+    where = _where(path, key)
     value = section[key]
     if isinstance(value, bool) and kind is not bool and bool not in _as_tuple(kind):
         raise ConfigError(where, f"must be {_kind_text(kind)}, got a boolean")
@@ -192,11 +262,11 @@ def _positive(value: float, where: str, *, allow_zero: bool = False) -> None:
         raise ConfigError(where, f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
-def _list(section: Mapping[str, Any], key: str, path: str, default: list[Any]) -> list[Any]:
-    where = f"{path}.{key}" if path else key
-    value = section.get(key, default)
+def _list(section: Mapping[str, Any], key: str, path: str) -> list[Any]:
+    """The value of a key the section gives, which must be a list."""
+    value = section[key]
     if not isinstance(value, list):
-        raise ConfigError(where, f"must be a list, got {_type_name(value)}")
+        raise ConfigError(_where(path, key), f"must be a list, got {_type_name(value)}")
     return value
 
 
@@ -223,13 +293,16 @@ def parse_listen(text: object, where: str) -> ListenAddress:
     return ListenAddress(str(ip), port)
 
 
+_UPSTREAM_OPTIONS = ("url", "timeout", "ca_file", "spki_pins")
+
+
 def parse_upstream(item: object, where: str) -> UpstreamConfig:
     """``udp://IP[:port]``, ``tcp://IP[:port]``, ``tls://IP[:port]#name``,
     ``https://IP[:port]/path#name``; or a mapping with ``url`` and options."""
     options: Mapping[str, Any] = {}
     if isinstance(item, Mapping):
         options = item
-        _check_keys(options, ("url", "timeout", "ca_file", "spki_pins"), where)
+        _check_keys(options, _UPSTREAM_OPTIONS, where)
         if "url" not in options:
             raise ConfigError(f"{where}.url", "is required")
         url = options["url"]
@@ -287,83 +360,87 @@ def parse_upstream(item: object, where: str) -> UpstreamConfig:
             raise ConfigError(url_where, f"{url!r}: the path must be ASCII URL characters")
         if not auth_name:
             raise ConfigError(url_where, f"{url!r}: needs #host for TLS and :authority")
-    timeout = _get(options, "timeout", where, float, 1.5)
-    _positive(timeout, f"{where}.timeout")
-    ca_file = _get(options, "ca_file", where, (str, type(None)), None)
-    pins_raw = _list(options, "spki_pins", where, [])
-    pins: list[str] = []
-    for index, pin in enumerate(pins_raw):
-        pin_where = f"{where}.spki_pins[{index}]"
-        if not isinstance(pin, str) or not re.fullmatch(r"[A-Za-z0-9+/]{43}=", pin):
-            raise ConfigError(pin_where, "must be a base64 SHA-256 digest (44 characters)")
-        pins.append(pin)
-    if (ca_file or pins) and scheme not in ("tls", "https"):
-        raise ConfigError(where, "ca_file and spki_pins apply only to tls:// and https://")
-    if ca_file is not None and not Path(ca_file).is_file():
-        raise ConfigError(f"{where}.ca_file", f"{ca_file!r} is not a readable file")
-    return UpstreamConfig(
+    given: dict[str, Any] = {}
+    if "timeout" in options:
+        given["timeout"] = _get(options, "timeout", where, float)
+        _positive(given["timeout"], f"{where}.timeout")
+    if "ca_file" in options:
+        given["ca_file"] = _get(options, "ca_file", where, (str, type(None)))
+    if "spki_pins" in options:
+        pins: list[str] = []
+        for index, pin in enumerate(_list(options, "spki_pins", where)):
+            if not isinstance(pin, str) or not re.fullmatch(r"[A-Za-z0-9+/]{43}=", pin):
+                raise ConfigError(
+                    f"{where}.spki_pins[{index}]", "must be a base64 SHA-256 digest (44 characters)"
+                )
+            pins.append(pin)
+        given["spki_pins"] = tuple(pins)
+    upstream = UpstreamConfig(
         url=url,
         scheme=scheme,
         host=str(ip),
         port=port,
         auth_name=auth_name,
         path=path,
-        timeout=timeout,
-        ca_file=ca_file,
-        spki_pins=tuple(pins),
+        **given,
     )
+    if (upstream.ca_file or upstream.spki_pins) and scheme not in ("tls", "https"):
+        raise ConfigError(where, "ca_file and spki_pins apply only to tls:// and https://")
+    if upstream.ca_file is not None and not Path(upstream.ca_file).is_file():
+        raise ConfigError(f"{where}.ca_file", f"{upstream.ca_file!r} is not a readable file")
+    return upstream
 
 
 def _parse_tunnel(raw: object) -> TunnelConfig:
     section = _mapping(raw, "tunnel")
-    _check_keys(section, ("interfaces", "poll_interval", "kinds"), "tunnel")
-    names = _list(section, "interfaces", "tunnel", ["wg*", "tun*"])
-    if not names:
-        raise ConfigError("tunnel.interfaces", "must name at least one interface or glob")
-    for index, name in enumerate(names):
-        if not isinstance(name, str) or not _IFNAME_RE.match(name):
-            raise ConfigError(
-                f"tunnel.interfaces[{index}]",
-                f"{name!r} is not an interface name or glob (1-15 characters)",
-            )
-    poll = _get(section, "poll_interval", "tunnel", float, 5.0)
-    _positive(poll, "tunnel.poll_interval")
-    kinds = _list(section, "kinds", "tunnel", [])
-    for index, kind in enumerate(kinds):
-        if not isinstance(kind, str) or not re.fullmatch(r"[a-z0-9_-]{1,32}", kind):
-            raise ConfigError(
-                f"tunnel.kinds[{index}]",
-                f"{kind!r} is not a device kind (lower-case, like ether or ipip)",
-            )
-    return TunnelConfig(tuple(names), poll, tuple(kinds))
+    _check_keys(section, _field_names(TunnelConfig), "tunnel")
+    given: dict[str, Any] = {}
+    if "interfaces" in section:
+        names = _list(section, "interfaces", "tunnel")
+        if not names:
+            raise ConfigError("tunnel.interfaces", "must name at least one interface or glob")
+        for index, name in enumerate(names):
+            if not isinstance(name, str) or not _IFNAME_RE.match(name):
+                raise ConfigError(
+                    f"tunnel.interfaces[{index}]",
+                    f"{name!r} is not an interface name or glob (1-15 characters)",
+                )
+        given["interfaces"] = tuple(names)
+    if "poll_interval" in section:
+        given["poll_interval"] = _get(section, "poll_interval", "tunnel", float)
+        _positive(given["poll_interval"], "tunnel.poll_interval")
+    if "kinds" in section:
+        kinds = _list(section, "kinds", "tunnel")
+        for index, kind in enumerate(kinds):
+            if not isinstance(kind, str) or not re.fullmatch(r"[a-z0-9_-]{1,32}", kind):
+                raise ConfigError(
+                    f"tunnel.kinds[{index}]",
+                    f"{kind!r} is not a device kind (lower-case, like ether or ipip)",
+                )
+        given["kinds"] = tuple(kinds)
+    return TunnelConfig(**given)
 
 
 def _parse_cache(raw: object) -> CacheConfig:
     section = _mapping(raw, "cache")
-    keys = (
-        "enabled",
-        "flush_on_tunnel_change",
-        "max_entries",
-        "max_bytes",
-        "min_ttl",
-        "max_ttl",
-        "negative_max_ttl",
-    )
-    _check_keys(section, keys, "cache")
-    defaults = CacheLimits()
-    ints: dict[str, int] = {}
-    for key in keys[2:]:
-        value = _get(section, key, "cache", int, getattr(defaults, key))
-        if value < 0:
-            raise ConfigError(f"cache.{key}", f"must be >= 0, got {value}")
-        ints[key] = value
-    if ints["min_ttl"] > ints["max_ttl"]:
+    # The cache section is flat in YAML: CacheConfig's switches plus CacheLimits' numbers.
+    switches = tuple(name for name in _field_names(CacheConfig) if name != "limits")
+    numbers = _field_names(CacheLimits)
+    _check_keys(section, switches + numbers, "cache")
+    given: dict[str, Any] = {}
+    for key in switches:
+        if key in section:
+            given[key] = _get(section, key, "cache", bool)
+    counts: dict[str, int] = {}
+    for key in numbers:
+        if key in section:
+            counts[key] = _get(section, key, "cache", int)
+            if counts[key] < 0:
+                raise ConfigError(f"cache.{key}", f"must be >= 0, got {counts[key]}")
+    limits = CacheLimits(**counts)
+    if limits.min_ttl > limits.max_ttl:
         raise ConfigError("cache.min_ttl", "must not be greater than cache.max_ttl")
-    return CacheConfig(
-        enabled=_get(section, "enabled", "cache", bool, True),
-        flush_on_tunnel_change=_get(section, "flush_on_tunnel_change", "cache", bool, True),
-        limits=CacheLimits(**ints),
-    )
+    return CacheConfig(limits=limits, **given)
 
 
 _UDP_PAYLOAD_MIN = 512
@@ -372,57 +449,37 @@ _UDP_PAYLOAD_MAX = 4096
 
 def _parse_server(raw: object) -> ServerConfig:
     section = _mapping(raw, "server")
-    keys = (
-        "tcp_idle_timeout",
-        "tcp_frame_timeout",
-        "tcp_max_connections",
-        "tcp_max_inflight",
-        "max_forwards",
-        "allow",
-        "udp_max_payload",
-    )
-    _check_keys(section, keys, "server")
-    idle = _get(section, "tcp_idle_timeout", "server", float, 10.0)
-    _positive(idle, "server.tcp_idle_timeout")
-    frame = _get(section, "tcp_frame_timeout", "server", float, 5.0)
-    _positive(frame, "server.tcp_frame_timeout")
-    conns = _get(section, "tcp_max_connections", "server", int, 256)
-    inflight = _get(section, "tcp_max_inflight", "server", int, 64)
-    forwards = _get(section, "max_forwards", "server", int, 1024)
-    for key, value in (
-        ("tcp_max_connections", conns),
-        ("tcp_max_inflight", inflight),
-        ("max_forwards", forwards),
-    ):
-        if value < 1:
-            raise ConfigError(f"server.{key}", f"must be >= 1, got {value}")
-    payload = _get(section, "udp_max_payload", "server", int, ServerConfig().udp_max_payload)
-    if not _UDP_PAYLOAD_MIN <= payload <= _UDP_PAYLOAD_MAX:
-        # RFC 1035 4.2.1: 512 is every resolver's floor; past 4096 (RFC 6891 6.2.5's
-        # suggested start) answers fragment on most paths.
-        raise ConfigError(
-            "server.udp_max_payload",
-            f"must be between {_UDP_PAYLOAD_MIN} and {_UDP_PAYLOAD_MAX}, got {payload}",
-        )
-    allow = LOOPBACK
+    _check_keys(section, _field_names(ServerConfig), "server")
+    given: dict[str, Any] = {}
+    for key in ("tcp_idle_timeout", "tcp_frame_timeout"):
+        if key in section:
+            given[key] = _get(section, key, "server", float)
+            _positive(given[key], f"server.{key}")
+    for key in ("tcp_max_connections", "tcp_max_inflight", "max_forwards"):
+        if key in section:
+            given[key] = _get(section, key, "server", int)
+            if given[key] < 1:
+                raise ConfigError(f"server.{key}", f"must be >= 1, got {given[key]}")
+    if "udp_max_payload" in section:
+        payload = _get(section, "udp_max_payload", "server", int)
+        if not _UDP_PAYLOAD_MIN <= payload <= _UDP_PAYLOAD_MAX:
+            # RFC 1035 4.2.1: 512 is every resolver's floor; past 4096 (RFC 6891 6.2.5's
+            # suggested start) answers fragment on most paths.
+            raise ConfigError(
+                "server.udp_max_payload",
+                f"must be between {_UDP_PAYLOAD_MIN} and {_UDP_PAYLOAD_MAX}, got {payload}",
+            )
+        given["udp_max_payload"] = payload
     if "allow" in section:
-        allow = _networks(section, "allow", "server")
-        if not allow:
+        given["allow"] = _networks(section, "allow", "server")
+        if not given["allow"]:
             raise ConfigError("server.allow", "must list at least one network (CIDR)")
-    return ServerConfig(
-        tcp_idle_timeout=idle,
-        tcp_frame_timeout=frame,
-        tcp_max_connections=conns,
-        tcp_max_inflight=inflight,
-        max_forwards=forwards,
-        allow=allow,
-        udp_max_payload=payload,
-    )
+    return ServerConfig(**given)
 
 
 def _networks(section: Mapping[str, Any], key: str, path: str) -> tuple[Network, ...]:
     nets: list[Network] = []
-    for index, item in enumerate(_list(section, key, path, [])):
+    for index, item in enumerate(_list(section, key, path)):
         where = f"{path}.{key}[{index}]"
         if not isinstance(item, str):
             raise ConfigError(where, f"must be a CIDR string, got {_type_name(item)}")
@@ -435,42 +492,57 @@ def _networks(section: Mapping[str, Any], key: str, path: str) -> tuple[Network,
 
 def _parse_local(raw: object) -> LocalConfig:
     section = _mapping(raw, "local")
-    _check_keys(section, ("reverse_via_vpn", "single_label"), "local")
-    single = _get(section, "single_label", "local", str, "nxdomain")
-    if single not in _SINGLE_LABEL:
-        raise ConfigError(
-            "local.single_label", f"{single!r} is not one of {', '.join(_SINGLE_LABEL)}"
+    _check_keys(section, _field_names(LocalConfig), "local")
+    given: dict[str, Any] = {}
+    if "reverse_via_vpn" in section:
+        given["reverse_via_vpn"] = _networks(section, "reverse_via_vpn", "local")
+    if "single_label" in section:
+        single = _get(section, "single_label", "local", str)
+        if single not in _SINGLE_LABEL:
+            raise ConfigError(
+                "local.single_label", f"{single!r} is not one of {', '.join(_SINGLE_LABEL)}"
+            )
+        given["single_label"] = single
+    if "records" in section:
+        records = tuple(
+            parse_record(line, f"local.records[{i}]")
+            for i, line in enumerate(_list(section, "records", "local"))
         )
-    return LocalConfig(_networks(section, "reverse_via_vpn", "local"), single)
+        cname_at = {r.name for r in records if r.rtype == _TYPE_CNAME}
+        for index, record in enumerate(records):
+            if record.name in cname_at and record.rtype != _TYPE_CNAME:
+                # RFC 2181 10.1: a name with a CNAME has no other data.
+                raise ConfigError(
+                    f"local.records[{index}]", "the name already has a CNAME (RFC 2181 10.1)"
+                )
+        if len([r for r in records if r.rtype == _TYPE_CNAME]) != len(cname_at):
+            raise ConfigError("local.records", "a name has two CNAME records (RFC 2181 10.1)")
+        given["records"] = records
+    return LocalConfig(**given)
+
+
+_TYPE_CNAME = 5
 
 
 def _parse_logging(raw: object) -> LoggingConfig:
     section = _mapping(raw, "logging")
-    _check_keys(section, ("level", "queries"), "logging")
-    level = _get(section, "level", "logging", str, "info").lower()
-    if level not in _LOG_LEVELS:
-        raise ConfigError("logging.level", f"{level!r} is not one of {', '.join(_LOG_LEVELS)}")
-    return LoggingConfig(level, _get(section, "queries", "logging", bool, False))
-
-
-_TOP_KEYS = (
-    "listen",
-    "upstreams",
-    "state_dir",
-    "control_socket",
-    "tunnel",
-    "cache",
-    "server",
-    "local",
-    "logging",
-)
+    _check_keys(section, _field_names(LoggingConfig), "logging")
+    given: dict[str, Any] = {}
+    if "level" in section:
+        level = _get(section, "level", "logging", str).lower()
+        if level not in _LOG_LEVELS:
+            raise ConfigError("logging.level", f"{level!r} is not one of {', '.join(_LOG_LEVELS)}")
+        given["level"] = level
+    if "queries" in section:
+        given["queries"] = _get(section, "queries", "logging", bool)
+    return LoggingConfig(**given)
 
 
 def _parse_control_socket(top: Mapping[str, Any]) -> Path | None:
     """``control_socket``: an absolute path; ``""`` or null turns the control socket off."""
-    if "control_socket" in top and top["control_socket"] in (None, ""):
+    if top["control_socket"] in (None, ""):
         return None
-    text = _get(top, "control_socket", "", str, DEFAULT_CONTROL_SOCKET)
+    text = _get(top, "control_socket", "", str)
     if not text.startswith("/"):
         raise ConfigError("control_socket", f"{text!r} must be an absolute path")
     if len(text.encode()) > _SUN_PATH_MAX or "\0" in text:
@@ -508,34 +580,34 @@ def _check_loopback_upstreams(
 def parse_config(raw: object) -> Config:
     """Validate a decoded YAML document into a Config."""
     top = _mapping(raw, "")
-    _check_keys(top, _TOP_KEYS, "")
-    listen_raw = _list(top, "listen", "", ["127.0.0.1:53", "[::1]:53"])
-    if not listen_raw:
-        raise ConfigError("listen", "must contain at least one address")
-    listen = tuple(parse_listen(item, f"listen[{i}]") for i, item in enumerate(listen_raw))
-    if len(set(listen)) != len(listen):
-        raise ConfigError("listen", "lists the same address twice")
+    _check_keys(top, _field_names(Config), "")
+    given: dict[str, Any] = {}
+    if "listen" in top:
+        listen_raw = _list(top, "listen", "")
+        if not listen_raw:
+            raise ConfigError("listen", "must contain at least one address")
+        listen = tuple(parse_listen(item, f"listen[{i}]") for i, item in enumerate(listen_raw))
+        if len(set(listen)) != len(listen):
+            raise ConfigError("listen", "lists the same address twice")
+        given["listen"] = listen
     if "upstreams" not in top:
         raise ConfigError("upstreams", "is required: at least one server inside the tunnel")
-    ups_raw = _list(top, "upstreams", "", [])
+    ups_raw = _list(top, "upstreams", "")
     if not ups_raw:
         raise ConfigError("upstreams", "must contain at least one upstream")
     upstreams = tuple(parse_upstream(item, f"upstreams[{i}]") for i, item in enumerate(ups_raw))
     tunnel = _parse_tunnel(top.get("tunnel"))
     _check_loopback_upstreams(upstreams, ups_raw, tunnel)
-    state_dir = _get(top, "state_dir", "", str, "/var/lib/stubresolver")
-    if not state_dir.startswith("/"):
-        raise ConfigError("state_dir", f"{state_dir!r} must be an absolute path")
+    if "control_socket" in top:
+        given["control_socket"] = _parse_control_socket(top)
     return Config(
-        listen=listen,
-        tunnel=tunnel,
         upstreams=upstreams,
+        tunnel=tunnel,
         cache=_parse_cache(top.get("cache")),
         server=_parse_server(top.get("server")),
         local=_parse_local(top.get("local")),
         logging=_parse_logging(top.get("logging")),
-        state_dir=Path(state_dir),
-        control_socket=_parse_control_socket(top),
+        **given,
     )
 
 

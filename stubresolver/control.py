@@ -27,10 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from stubresolver.errors import StubError
+from stubresolver.errors import ControlError
 from stubresolver.resolver import Outcome, Resolver
 from stubresolver.tunnel_state import TunnelState
-from stubresolver.upstream.base import CountsTransport
 
 log = logging.getLogger("stubresolver.control")
 
@@ -43,10 +42,6 @@ MAX_CONNECTIONS = 16
 COMMANDS = ("status", "flush", "tunnel-changed", "reload")
 
 Response = dict[str, Any]
-
-
-class ControlError(StubError):
-    """The control socket cannot be reached or answered nonsense (client side)."""
 
 
 class Controlled(Protocol):
@@ -99,10 +94,9 @@ def render_status(
             "last_error": health.last_error,
             "answers": health.answers,
         }
-        # DoT/DoH keep transport counters (upstream/counters.py); the protocol is declared
-        # in upstream/base.py so this module never imports the TLS code.
-        if isinstance(upstream, CountsTransport):
-            item.update(upstream.counters())
+        # Transport counters (UDP sockets, TLS connections and handshakes), declared by
+        # every upstream (upstream/base.py).
+        item.update(upstream.counters())
         upstreams.append(item)
     cache = resolver.cache
     outcomes = resolver.stats.outcomes

@@ -37,14 +37,6 @@ class WireError(StubError):
         self.rcode = rcode
 
 
-class TunnelDown(StubError):
-    """The tunnel is down (or lost its address); nothing may be sent."""
-
-    def __init__(self, ifname: str) -> None:
-        super().__init__(f"tunnel {ifname} down")
-        self.ifname = ifname
-
-
 class UpstreamError(StubError):
     """An upstream exchange failed.
 
@@ -61,9 +53,14 @@ class UpstreamError(StubError):
         self.message = message
 
 
-class TakeoverError(StubError):
-    """Taking over or restoring the system's DNS configuration failed."""
+class ListenError(StubError):
+    """A listener could not be opened (address in use, no permission, no such address)."""
+
+    def __init__(self, message: str, *, no_ipv6: bool = False) -> None:
+        super().__init__(message)
+        # The host has IPv6 off (no ::1): nobody can send to that listener anyway.
+        self.no_ipv6 = no_ipv6
 
 
-class FirewallError(StubError):
-    """Applying or removing the nftables guard failed."""
+class ControlError(StubError):
+    """The control socket cannot be reached or answered nonsense (client side)."""

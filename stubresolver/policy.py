@@ -22,6 +22,13 @@ Answered here, before the cache and the gate:
   the LAN's addresses - unless the range is configured to go to the VPN (its own address
   space, ``local.reverse_via_vpn``; a listed IPv4 range covers its IPv4-mapped form too).
 
+- ``local.records``: names configured with zone-file records are answered from them (the
+  asked type's records; NODATA for another type; a CNAME for any other type, RFC 1034
+  3.6.2, not chased), like unbound's local-data. They win over the rules above for their
+  own names only; a name between such a record and a zone answered NXDOMAIN here (``lan.``
+  of ``printer.lan.`` when single-label names are local) is answered NODATA instead, since
+  NXDOMAIN would say nothing exists below it (RFC 8020).
+
 The check runs on every query, so it first compares raw wire suffixes and only decodes the
 name when one matches.
 """
@@ -29,9 +36,10 @@ name when one matches.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from stubresolver import wire
+from stubresolver.config import LocalRecord
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -135,11 +143,29 @@ def reverse_network(name: bytes) -> IPNetwork | None:
 class LocalPolicy:
     """Decides which queries are answered locally and builds those answers."""
 
-    __slots__ = ("_single_label_nxdomain", "_via_vpn")
+    __slots__ = ("_parents", "_records", "_single_label_nxdomain", "_via_vpn")
 
     def __init__(
-        self, reverse_via_vpn: Sequence[IPNetwork] = (), *, single_label_nxdomain: bool = True
+        self,
+        reverse_via_vpn: Sequence[IPNetwork] = (),
+        *,
+        single_label_nxdomain: bool = True,
+        records: Sequence[LocalRecord] = (),
     ) -> None:
+        by_name: dict[bytes, list[LocalRecord]] = {}
+        for record in records:
+            by_name.setdefault(record.name, []).append(record)
+        self._records: Mapping[bytes, tuple[LocalRecord, ...]] = {
+            name: tuple(found) for name, found in by_name.items()
+        }
+        # Every name above a record (wire form), for the RFC 8020 rule in the docstring.
+        parents: set[bytes] = set()
+        for name in self._records:
+            pos = name[0] + 1
+            while name[pos]:
+                parents.add(name[pos:])
+                pos += name[pos] + 1
+        self._parents = frozenset(parents - self._records.keys())
         via_vpn = list(reverse_via_vpn)
         for net in reverse_via_vpn:
             if isinstance(net, ipaddress.IPv4Network):
@@ -152,27 +178,50 @@ class LocalPolicy:
     def answer(self, query: wire.Query, data: bytes) -> bytes | None:
         """The local answer for this query, or None when it must go to the tunnel."""
         name = query.qname_lower
+        if self._records:
+            own = self._records.get(name)
+            if own is not None and query.qclass == wire.CLASS_IN:
+                return self._from_records(query, data, own)
         if (
             len(name) == name[0] + 2  # one label, then the root
             and name != _LOCALHOST
             and self._single_label_nxdomain
             and query.qtype not in _ZONE_TYPES
         ):
-            return wire.build_response(query, data, wire.NXDOMAIN, aa=True)
+            return self._nxdomain(query, data)
         if not name.endswith(_LOCAL_SUFFIXES):
             return None  # the common case: one C-level check per query
         if _is_name_or_below(name, _LOCALHOST):
             return self._localhost(query, data)
         if name == _CANARY or any(_is_name_or_below(name, s) for s in _NXDOMAIN_SUFFIXES):
-            return wire.build_response(query, data, wire.NXDOMAIN, aa=True)
+            return self._nxdomain(query, data)
         if _is_name_or_below(name, _RESOLVER_ARPA):
             # RFC 9462 4: _dns.resolver.arpa exists for DDR; say it has no data (NODATA) so
             # clients keep using us, and that nothing else exists there.
-            rcode = wire.NOERROR if name == _DDR else wire.NXDOMAIN
-            return wire.build_response(query, data, rcode, aa=True)
+            if name == _DDR:
+                return wire.build_response(query, data, wire.NOERROR, aa=True)
+            return self._nxdomain(query, data)
         if (name.endswith((_IN_ADDR, _IP6))) and self._reverse_is_private(name):
-            return wire.build_response(query, data, wire.NXDOMAIN, aa=True)
+            return self._nxdomain(query, data)
         return None
+
+    def _nxdomain(self, query: wire.Query, data: bytes) -> bytes:
+        # RFC 8020: NXDOMAIN denies everything below the name; a configured record there
+        # makes the name exist (empty non-terminal, RFC 4592 2.2.2): NODATA instead.
+        rcode = wire.NOERROR if query.qname_lower in self._parents else wire.NXDOMAIN
+        return wire.build_response(query, data, rcode, aa=True)
+
+    @staticmethod
+    def _from_records(query: wire.Query, data: bytes, own: tuple[LocalRecord, ...]) -> bytes:
+        """The records of the asked type; a CNAME for any other type (RFC 1034 3.6.2: not
+        followed, the client asks again); otherwise NODATA."""
+        found = [r for r in own if r.rtype == query.qtype]
+        if not found:
+            found = [r for r in own if r.rtype == wire.TYPE_CNAME]
+        answers = b"".join(wire.rr(wire.QUESTION_POINTER, r.rtype, r.ttl, r.rdata) for r in found)
+        return wire.build_response(
+            query, data, wire.NOERROR, answers=answers, ancount=len(found), aa=True
+        )
 
     def _reverse_is_private(self, name: bytes) -> bool:
         net = reverse_network(name)

@@ -1,116 +1,41 @@
-"""One place decides the outcome of every query (DESIGN.md "policy / resolver", STYLE.md 6).
+"""The thin driver that gives every query its one named `Outcome` (STYLE.md 6).
 
-Order: wire checks -> local policy -> cache -> gate (tunnel state) -> upstreams. The first
-four are synchronous, so the server answers them inline without scheduling a task; only a
-forward is awaited. Every query ends in exactly one named `Outcome`, counted in `stats` and,
-when query logging is on, logged with its name.
+`decide` (pure) says what to do with a query; `flights` shares one forward among identical
+queries and keeps epochs apart; `selection` chooses the upstream and keeps its health. This
+module joins them: it counts each outcome (and logs it with the name when query logging is
+on), starts exchanges, lands answers, and ends everything in flight when the tunnel changes
+or a reload replaces the configuration.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import functools
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
 
-from stubresolver import wire
+from stubresolver import replies, wire
 from stubresolver.cache import Cache
+from stubresolver.decide import AnswerNow, Decider, Decision, Drop, Forward
 from stubresolver.errors import UpstreamError, WireError
+from stubresolver.flights import Flight, Flights, Reply
+from stubresolver.hotqueries import HotQueries
+from stubresolver.outcome import Outcome
 from stubresolver.policy import LocalPolicy
+from stubresolver.selection import Selection, UpstreamHealth
 from stubresolver.tunnel_state import TunnelState
-from stubresolver.upstream.base import Done, Upstream, settle_from_task
+from stubresolver.upstream.base import Upstream, settle_future
 
-log = logging.getLogger("stubresolver.resolver")
+__all__ = ["AnswerNow", "Decision", "Drop", "Forward", "Outcome", "Resolver", "UpstreamHealth"]
+
 query_log = logging.getLogger("stubresolver.queries")
 
-
-class Outcome(enum.Enum):
-    CACHED = "cached"
-    FORWARDED = "forwarded"
-    LOCAL = "local"
-    REFUSED_TUNNEL_DOWN = "refused-tunnel-down"
-    REFUSED_CLIENT = "refused-client"
-    SERVFAIL_UPSTREAM = "servfail-upstream"
-    SERVFAIL_TUNNEL_CHANGED = "servfail-tunnel-changed"
-    SERVFAIL_BUSY = "servfail-busy"
-    FORMERR = "formerr"
-    NOTIMP = "notimp"
-    BADVERS = "badvers"
-    DROPPED = "dropped"
-
-    # Members are singletons: identity hashing is correct, and Enum's default hashes the
-    # name in Python code on every count (a measurable share of a cache hit).
-    __hash__ = object.__hash__
-
-
-_WIRE_OUTCOMES = {
-    wire.FORMERR: Outcome.FORMERR,
-    wire.NOTIMP: Outcome.NOTIMP,
-    wire.BADVERS: Outcome.BADVERS,
-}
-
-# Parsed queries remembered by their bytes for the hit path (bounded; cleared when full;
-# about 0.5 KB each).
-_SEEN_MAX = 16384
-# After a failure an upstream is tried only after the healthy ones, for this long (seconds).
-_UNHEALTHY_FOR = 5.0
-# Smoothing factor for the RTT estimate (as in RFC 6298's SRTT, alpha = 1/8).
-_RTT_ALPHA = 0.125
-
-
-@dataclass(slots=True)
-class UpstreamHealth:
-    """Per-upstream state the resolver keeps for choosing, and for `status` to read."""
-
-    url: str
-    srtt: float = 0.0  # seconds; 0 until the first answer
-    healthy: bool = True
-    failures: int = 0
-    last_error: str | None = None
-    retry_at: float = 0.0
-    answers: int = 0
-
-    def success(self, rtt: float) -> None:
-        self.srtt = rtt if self.answers == 0 else self.srtt + _RTT_ALPHA * (rtt - self.srtt)
-        self.answers += 1
-        self.healthy = True
-        self.failures = 0
-
-    def failure(self, error: UpstreamError, now: float) -> None:
-        if error.kind in ("tunnel", "epoch"):
-            return  # the tunnel's state, not this server's health
-        if self.healthy or self.last_error != error.message:
-            log.warning("upstream %s failed: %s: %s", self.url, error.kind, error.message)
-        self.healthy = False
-        self.failures += 1
-        self.last_error = error.message
-        self.retry_at = now + _UNHEALTHY_FOR
-
-
-Reply = Callable[[bytes], None]
-
-
-ExchangeCb = Callable[[bytes, TunnelState, Done, bytes], object]
-
-
-@dataclass(slots=True)
-class _Flight:
-    """One forward in flight, shared by every identical query (single-flight)."""
-
-    epoch: int
-    key: bytes
-    data: bytes  # what goes upstream
-    state: TunnelState
-    order: list[int]  # upstreams still to try
-    question: bytes  # wire.question_key of the query, for matching answers
-    task: asyncio.Task[bytes] | None = None
-    finished: bool = False
-    waiters: list[tuple[wire.Query, bytes, Reply]] = field(default_factory=list)
+# A failed send may mean the tunnel just went (ENODEV, ENETUNREACH): the monitor is asked to
+# look again, but at most this often (seconds), not once per failed query (issue 7).
+REPROBE_INTERVAL = 0.25
 
 
 @dataclass(slots=True)
@@ -135,180 +60,111 @@ class Resolver:
         max_forwards: int = 1024,
         udp_max_payload: int = wire.OUR_UDP_PAYLOAD,
         clock: Callable[[], float] = time.monotonic,
+        hot: HotQueries | None = None,
     ) -> None:
         self.upstreams = list(upstreams)
-        self.health = [UpstreamHealth(u.url) for u in self.upstreams]
+        self.selection = Selection([u.url for u in self.upstreams])
         self._state = tunnel_state
         self._refresh = refresh_tunnel
+        self._last_reprobe = -REPROBE_INTERVAL
         self._tunnel_label = tunnel_label
+        self.decider = Decider(
+            cache=cache,
+            policy=policy,
+            tunnel_label=tunnel_label,
+            udp_max_payload=udp_max_payload,
+            hot=hot,
+        )
         self.cache = cache
-        self.policy = policy
         self.flush_on_tunnel_change = flush_on_tunnel_change
         self.log_queries = log_queries
-        self.max_forwards = max_forwards
-        # Our UDP cap (server.udp_max_payload): what our OPT records advertise and what we
-        # advertise upstream (wire.outgoing_query says why).
         self.udp_max_payload = udp_max_payload
+        self.flights = Flights(max_forwards)
         self._clock = clock
-        self._flights: dict[bytes, _Flight] = {}
-        # Parsed queries by their bytes after the ID; see answer_now. Only read for the
-        # cache key, question spelling and UDP size, never for the ID.
-        self._seen: dict[bytes, wire.Query] = {}
+        self._retired = False
         self._background: set[asyncio.Task[None]] = set()
         self.stats = ResolverStats()
 
+    @property
+    def health(self) -> list[UpstreamHealth]:
+        """Each upstream's health, in `upstreams` order (the one ledger: `selection`)."""
+        return self.selection.health
+
+    @property
+    def max_forwards(self) -> int:
+        return self.flights.max_flights
+
+    @max_forwards.setter
+    def max_forwards(self, value: int) -> None:
+        self.flights.max_flights = value
+
     # --- the synchronous part ---------------------------------------------------------
 
-    def answer_now(self, data: bytes) -> tuple[bytes | None, wire.Query | None]:
-        """Answer without I/O when possible.
+    def answer_now(self, data: bytes) -> Decision:
+        """What to do with ``data``, without I/O: `AnswerNow` (send it; on UDP truncate to
+        the query's size), `Forward` (hand it to `forward_cb`) or `Drop`."""
+        decision = self.decider.decide(data, self._state(), self._clock())
+        if type(decision) is AnswerNow:
+            self._count(decision.outcome, decision.query)
+        elif type(decision) is Drop:
+            self._count(decision.outcome, None)
+        return decision
 
-        Returns (response, query) when answered here (the caller truncates to
-        ``query.udp_size`` on UDP), (None, query) when the query must be forwarded with
-        `forward`, (error response, None) for a rejected packet and (None, None) to drop it.
-        """
-        cache = self.cache
-        if cache is not None:
-            # Clients repeat byte-identical queries but for the ID (glibc, browsers, dnsperf):
-            # a query seen before needs no parse and no policy check to find its cached
-            # answer (a cached name is never a local one). Issue 4: the hit path.
-            seen = self._seen.get(data[2:])
-            if seen is not None:
-                hit = cache.lookup_key(
-                    seen.key, (data[0] << 8) | data[1], seen.qname, self._clock()
-                )
-                if hit is not None:
-                    self._count(Outcome.CACHED, seen)
-                    return hit, seen
-        try:
-            query = wire.parse_query(data)
-        except WireError as exc:
-            outcome = (
-                Outcome.DROPPED
-                if exc.rcode is None
-                else _WIRE_OUTCOMES.get(exc.rcode, Outcome.FORMERR)
-            )
-            self._count(outcome, None)
-            return wire.error_response(data, exc, self.udp_max_payload), None
-        local = self.policy.answer(query, data)
-        if local is not None:
-            self._count(Outcome.LOCAL, query)
-            if query.has_edns and self.udp_max_payload != wire.OUR_UDP_PAYLOAD:
-                local = wire.set_opt_payload(local, self.udp_max_payload)  # RFC 6891 6.2.3
-            return local, query
-        if cache is not None:
-            hit = cache.lookup(query, self._clock())
-            if hit is not None:
-                # Remembered only once it hits, so a flood of unique names costs nothing
-                # here and the hot names fit.
-                seen_all = self._seen
-                if len(seen_all) >= _SEEN_MAX:
-                    seen_all.clear()
-                seen_all[data[2:]] = query
-                self._count(Outcome.CACHED, query)
-                return hit, query
-        state = self._state()
-        if not state.up:
-            return self._refused(query, data, state), query
-        return None, query
-
-    def refuse_client(self, data: bytes) -> bytes | None:
-        """REFUSED for a client outside `server.allow` (RFC 8914 4.19: "Prohibited").
-
-        Nothing of the query is looked at beyond what the answer needs: no cache, no policy,
-        no log of its name. A packet that does not parse is dropped.
-        """
-        try:
-            query = wire.parse_query(data)
-        except WireError:
-            return None
-        self.stats.outcomes[Outcome.REFUSED_CLIENT] += 1
-        return wire.build_response(query, data, wire.REFUSED, ede=(wire.EDE_PROHIBITED, ""))
-
-    def _refused(self, query: wire.Query, data: bytes, state: TunnelState) -> bytes:
-        # RFC 8914 4.24: INFO-CODE 23 "Network Error"; the text names the interface.
-        self._count(Outcome.REFUSED_TUNNEL_DOWN, query)
-        text = f"tunnel {state.ifname or self._tunnel_label} down"
-        return wire.build_response(
-            query,
-            data,
-            wire.REFUSED,
-            ede=(wire.EDE_NETWORK_ERROR, text),
-            payload=self.udp_max_payload,
-        )
+    def refuse_client(self, data: bytes) -> AnswerNow | Drop:
+        """REFUSED (or a drop) for a client outside `server.allow`."""
+        decision = self.decider.refuse_client(data)
+        self.stats.outcomes[decision.outcome] += 1  # never logged with its name
+        return decision
 
     # --- forwarding ------------------------------------------------------------------------
 
-    async def forward(self, query: wire.Query, data: bytes) -> bytes:
-        """Forward through the tunnel; always returns a response for the client."""
+    async def forward(self, decision: Forward) -> bytes:
+        """`forward_cb` for awaiting callers (tests, tools)."""
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-
-        def reply(response: bytes) -> None:
-            if not future.done():  # the caller may have been cancelled meanwhile
-                future.set_result(response)
-
-        self.forward_cb(query, data, reply)
+        self.forward_cb(decision, lambda response: settle_future(future, response, None))
         return await future
 
-    def forward_cb(self, query: wire.Query, data: bytes, reply: Reply) -> None:
+    def forward_cb(self, decision: Forward, reply: Reply) -> None:
         """Forward through the tunnel and call ``reply(response)`` exactly once.
 
-        The UDP listener uses this form so a forwarded query costs no task of its own: one
-        task per distinct question fetches (single-flight), and every waiting client gets
-        its own ID and question case restored when it lands.
+        One exchange per distinct question is in flight (single-flight); every waiting
+        client gets its own ID and question case restored when it lands.
         """
+        query, data = decision.query, decision.data
         state = self._state()
         if not state.up:
-            reply(self._refused(query, data, state))
+            # The gate again: an awaiting caller may forward after the tunnel went.
+            self._count(Outcome.REFUSED_TUNNEL_DOWN, query)
+            ifname = state.ifname or self._tunnel_label
+            reply(replies.refused_tunnel_down(query, data, ifname, self.udp_max_payload))
             return
-        key = query.key
-        flight = self._flights.get(key)
-        if flight is None or flight.epoch != state.epoch:
-            if len(self._flights) >= self.max_forwards:
-                # Bounded work: a flood of unique names cannot pile up flights and timers.
-                self._count(Outcome.SERVFAIL_BUSY, query)
-                text = "too many queries in flight"
-                ede = (wire.EDE_OTHER, text)
-                payload = self.udp_max_payload
-                reply(wire.build_response(query, data, wire.SERVFAIL, ede=ede, payload=payload))
+        if self._retired:
+            reply(self._tunnel_changed_servfail(query, data))
+            return
+        flights = self.flights
+        flight = flights.current(query.key, state.epoch)
+        if flight is None:
+            if flights.full():
+                self._busy(query, data, reply, "too many queries in flight")
                 return
-            # Our UDP size; no ECS (RFC 7871 7.1.2), no client cookie (RFC 7873 5.1).
-            outgoing = wire.outgoing_query(data, query, self.udp_max_payload)
-            flight = _Flight(state.epoch, key, outgoing, state, self._order(), query.question_key())
-            self._flights[key] = flight
-            flight.waiters.append((query, data, reply))
+            order = self.selection.order(self._clock())
+            flight = flights.start(query.key, decision.outgoing, state, order, query.question_key())
+            refused = flights.join(flight, query, data, reply)
+            if refused is not None:
+                flights.finish(flight)
+                self._busy(query, data, reply, refused)
+                return
             self._try_next(flight, None)
             return
-        flight.waiters.append((query, data, reply))
+        refused = flights.join(flight, query, data, reply)
+        if refused is not None:
+            self._busy(query, data, reply, refused)
 
-    def _tunnel_changed_servfail(self, query: wire.Query, data: bytes) -> bytes:
-        # The answer (if any) would come from a path that no longer exists: SERVFAIL at once,
-        # never a late answer across an epoch (STYLE.md 11).
-        self._count(Outcome.SERVFAIL_TUNNEL_CHANGED, query)
-        state = self._state()
-        text = f"tunnel {state.ifname or self._tunnel_label} {'changed' if state.up else 'down'}"
-        return wire.build_response(
-            query,
-            data,
-            wire.SERVFAIL,
-            ede=(wire.EDE_NETWORK_ERROR, text),
-            payload=self.udp_max_payload,
-        )
+    def _busy(self, query: wire.Query, data: bytes, reply: Reply, text: str) -> None:
+        self._count(Outcome.SERVFAIL_BUSY, query)
+        reply(replies.servfail_busy(query, data, text, self.udp_max_payload))
 
-    def _upstream_servfail(self, query: wire.Query, data: bytes, exc: UpstreamError) -> bytes:
-        if not self._state().up:
-            return self._tunnel_changed_servfail(query, data)
-        self._count(Outcome.SERVFAIL_UPSTREAM, query)
-        # RFC 8914 4.23: "No Reachable Authority", with the reason (e.g. a TLS failure).
-        text = f"{exc.kind}: {exc.message}"[:200]
-        return wire.build_response(
-            query,
-            data,
-            wire.SERVFAIL,
-            ede=(wire.EDE_NO_REACHABLE_AUTHORITY, text),
-            payload=self.udp_max_payload,
-        )
-
-    def _try_next(self, flight: _Flight, last: UpstreamError | None) -> None:
+    def _try_next(self, flight: Flight, last: UpstreamError | None) -> None:
         """Send the flight to the next upstream in its order, or end it with ``last``."""
         if flight.finished:
             return
@@ -317,49 +173,51 @@ class Resolver:
             self._land(flight, None, last)
             return
         index = flight.order.pop(0)
-        upstream = self.upstreams[index]
         done = functools.partial(self._answered, flight, index, self._clock())
-        exchange_cb = getattr(upstream, "exchange_cb", None)
-        if exchange_cb is not None:
-            # Plain UDP: no task, no future (issue 4: the forwarding hot path).
-            cast(ExchangeCb, exchange_cb)(flight.data, flight.state, done, flight.question)
-            return
-        task = asyncio.get_running_loop().create_task(upstream.exchange(flight.data, flight.state))
-        flight.task = task
-        task.add_done_callback(functools.partial(settle_from_task, done, upstream.url))
+        flight.withdraw = self.upstreams[index].exchange_cb(
+            flight.data, flight.state, done, flight.question
+        )
 
     def _answered(
         self,
-        flight: _Flight,
+        flight: Flight,
         index: int,
         started: float,
         response: bytes | None,
         error: UpstreamError | None,
     ) -> None:
-        flight.task = None
-        health = self.health[index]
+        if flight.finished:
+            return  # the tunnel changed or a reload came: the waiters were answered then
+        url = self.upstreams[index].url
         if response is not None:
-            response, error = self._shaped(flight, response, health.url)
+            response, error = self._shaped(flight, response, url)
         if response is not None:
-            health.success(self._clock() - started)
+            self.selection.success(index, self._clock() - started)
             self._land(flight, response, None)
             return
         assert error is not None
-        if flight.finished:
-            return  # the tunnel changed: the waiters were answered then
         if error.kind == "epoch":
             self._land(flight, None, error)  # pools closed under us (reload, shutdown)
             return
-        health.failure(error, self._clock())
+        self.selection.failure(index, error, self._clock())
         # ENODEV / ENETUNREACH etc.: the tunnel may have just gone; look now instead of
         # waiting for the netlink event or the poll.
-        if error.kind in ("connect", "tunnel") and not self._refresh().up:
+        if error.kind in ("connect", "tunnel") and not self._reprobe().up:
             self._land(flight, None, error)
             return
         self._try_next(flight, error)
 
+    def _reprobe(self) -> TunnelState:
+        """The tunnel state after a send error: looked up afresh at most once per
+        `REPROBE_INTERVAL`, so a burst of failures costs one probe, not one each."""
+        now = self._clock()
+        if now - self._last_reprobe < REPROBE_INTERVAL:
+            return self._state()
+        self._last_reprobe = now
+        return self._refresh()
+
     def _shaped(
-        self, flight: _Flight, response: bytes, url: str
+        self, flight: Flight, response: bytes, url: str
     ) -> tuple[bytes | None, UpstreamError | None]:
         """The answer fit for the flight's clients (`wire.shape_answer`), or a protocol error
         for one we must not pass on: a bad answer is not cached, not patched, and the next
@@ -373,13 +231,10 @@ class Resolver:
         except WireError as exc:
             return None, UpstreamError("protocol", url, f"unreadable answer: {exc}")
 
-    def _land(self, flight: _Flight, response: bytes | None, error: UpstreamError | None) -> None:
-        if flight.finished:
+    def _land(self, flight: Flight, response: bytes | None, error: UpstreamError | None) -> None:
+        waiters = self.flights.finish(flight)
+        if not waiters:
             return
-        flight.finished = True
-        if self._flights.get(flight.key) is flight:
-            del self._flights[flight.key]
-        waiters, flight.waiters = flight.waiters, []
         if response is not None and self._state().epoch != flight.epoch:
             # Defence in depth: tunnel_changed normally ends flights first, but no answer may
             # ever cross an epoch (STYLE.md 11), whatever the order of callbacks.
@@ -392,35 +247,39 @@ class Resolver:
                 else:
                     reply(self._upstream_servfail(query, data, error))
             return
-        if waiters and self.cache is not None:
+        if self.cache is not None:
             self.cache.store(waiters[0][0], response, self._clock())
         for query, _, reply in waiters:
             self._count(Outcome.FORWARDED, query)
             reply(wire.patch_response(response, query.msg_id, query.qname, (), 0))
 
-    def _order(self) -> list[int]:
-        if len(self.upstreams) == 1:
-            return [0]  # the common setup: nothing to choose
-        now = self._clock()
-        indices = range(len(self.upstreams))
-        usable = [i for i in indices if self.health[i].healthy or now >= self.health[i].retry_at]
-        resting = [i for i in indices if i not in usable]
-        usable.sort(key=lambda i: self.health[i].srtt)
-        return usable + resting
+    def _tunnel_changed_servfail(self, query: wire.Query, data: bytes) -> bytes:
+        # The answer (if any) would come from a path that no longer exists: SERVFAIL at once,
+        # never a late answer across an epoch (STYLE.md 11).
+        self._count(Outcome.SERVFAIL_TUNNEL_CHANGED, query)
+        if self._retired:
+            return replies.servfail_reloaded(query, data, self.udp_max_payload)
+        state = self._state()
+        ifname = state.ifname or self._tunnel_label
+        return replies.servfail_tunnel_changed(query, data, ifname, state.up, self.udp_max_payload)
 
-    def tunnel_changed(self, old: TunnelState, new: TunnelState) -> None:
-        """Called by the monitor on every epoch: fail in-flight work, drop cached answers."""
-        flights = list(self._flights.values())
-        self._flights.clear()
-        for flight in flights:
-            flight.finished = True
+    def _upstream_servfail(self, query: wire.Query, data: bytes, error: UpstreamError) -> bytes:
+        if not self._state().up:
+            return self._tunnel_changed_servfail(query, data)
+        self._count(Outcome.SERVFAIL_UPSTREAM, query)
+        return replies.servfail_upstream(query, data, error, self.udp_max_payload)
+
+    # --- epochs and shutdown -------------------------------------------------------------
+
+    def _end_all_flights(self) -> None:
+        for flight in self.flights.finish_all():
             waiters, flight.waiters = flight.waiters, []
+            # First stop the exchange (UDP query, TCP retry, TLS task): it sends nothing more.
+            flight.withdraw()
             for query, data, reply in waiters:
                 reply(self._tunnel_changed_servfail(query, data))
-            if flight.task is not None:
-                flight.task.cancel()
-        if self.cache is not None and self.flush_on_tunnel_change:
-            self.cache.flush()
+
+    def _close_upstreams(self) -> None:
         loop = asyncio.get_running_loop()
         for upstream in self.upstreams:
             # Pools made under the old epoch are useless or dangerous (DESIGN.md kernel table:
@@ -428,6 +287,22 @@ class Resolver:
             task = loop.create_task(upstream.close())
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    def tunnel_changed(self, old: TunnelState, new: TunnelState) -> None:
+        """Called by the monitor on every epoch: fail in-flight work, drop cached answers."""
+        self._end_all_flights()
+        if self.cache is not None and self.flush_on_tunnel_change:
+            self.cache.flush()
+        self.decider.hot.clear()
+        self._close_upstreams()
+
+    def retire(self) -> None:
+        """A reload replaced this resolver: every flight ends now with SERVFAIL, its exchange
+        withdrawn, and nothing more is sent under this configuration (issue 7). The pools
+        close in the background; the returned-to caller may rely on no further send."""
+        self._retired = True
+        self._end_all_flights()
+        self._close_upstreams()
 
     async def close(self) -> None:
         for upstream in self.upstreams:

@@ -24,6 +24,8 @@ from typing import cast
 from stubresolver import wire
 from stubresolver.access import ClientFilter
 from stubresolver.config import ListenAddress, ServerConfig
+from stubresolver.decide import AnswerNow, Forward
+from stubresolver.errors import ListenError
 from stubresolver.resolver import Resolver
 
 log = logging.getLogger("stubresolver.server")
@@ -33,15 +35,6 @@ log = logging.getLogger("stubresolver.server")
 _UDP_BATCH = 64
 _MAX_UDP = 65535
 _UDP_RCVBUF = 4 * 1024 * 1024
-
-
-class ListenError(Exception):
-    """A listener could not be opened (address in use, no permission, no such address)."""
-
-    def __init__(self, message: str, *, no_ipv6: bool = False) -> None:
-        super().__init__(message)
-        # The host has IPv6 off (no ::1): nobody can send to that listener anyway.
-        self.no_ipv6 = no_ipv6
 
 
 def _bind_socket(addr: ListenAddress, kind: socket.SocketKind) -> socket.socket:
@@ -117,24 +110,24 @@ class UdpListener:
                 log.debug("udp receive error: %s", errno.errorcode.get(exc.errno or 0, exc))
                 continue
             data = bytes(view[:size])
-            if not self._permits(addr[0]):
-                refused = resolver.refuse_client(data)
-                if refused is not None:
-                    self._send(refused, addr)
-                continue
-            response, query = resolver.answer_now(data)
-            if response is not None:
+            decision = (
+                resolver.answer_now(data)
+                if self._permits(addr[0])
+                else resolver.refuse_client(data)
+            )
+            if type(decision) is AnswerNow:
+                response = decision.response
+                query = decision.query
                 if query is not None and len(response) > 512:
                     # RFC 1035 4.2.1 / RFC 6891 6.2.3, 7: never exceed what the client can
                     # take, nor our own cap (DNS flag day 2020: no fragments in the tunnel).
                     size = query.udp_size
                     response = wire.truncate(response, size if size < cap else cap)
                 self._send(response, addr)
-                continue
-            if query is None:
-                continue
-            size = query.udp_size if query.udp_size < cap else cap
-            resolver.forward_cb(query, data, functools.partial(self._reply, size, addr))
+            elif type(decision) is Forward:
+                size = decision.query.udp_size
+                limit = size if size < cap else cap
+                resolver.forward_cb(decision, functools.partial(self._reply, limit, addr))
 
     def _reply(self, limit: int, addr: tuple[str, int], response: bytes) -> None:
         if self._closed:
@@ -209,18 +202,17 @@ class _TcpConnection(asyncio.Protocol):
         messages = self._deframer.feed(data)
         resolver = self._server.resolver()
         for msg in messages:
-            response, query = resolver.answer_now(msg)
-            if response is not None:
-                self._write(response)
-                continue
-            if query is None:
-                if len(msg) < wire.HEADER_LEN:
-                    # No header to answer to, and the stream may be out of step: close.
-                    self.close()
-                    return
-                continue  # a response (QR=1) sent to us: dropped
-            self._inflight += 1
-            resolver.forward_cb(query, msg, self._answered)
+            decision = resolver.answer_now(msg)
+            if type(decision) is AnswerNow:
+                self._write(decision.response)
+            elif type(decision) is Forward:
+                self._inflight += 1
+                resolver.forward_cb(decision, self._answered)
+            elif len(msg) < wire.HEADER_LEN:
+                # No header to answer to, and the stream may be out of step: close.
+                self.close()
+                return
+            # else a response (QR=1) sent to us: dropped
         if messages:
             # Only a complete query counts as activity: bytes trickled one at a time must not
             # keep a connection (and its slot) forever (slowloris).

@@ -205,10 +205,13 @@ def parse_query(data: bytes) -> Query:
     has_ecs = False
     has_cookie = False
     opt_at = 0
+    if ancount or nscount:
+        # A query carries no answer or authority records (RFC 1035 4.1.1); unbound answers
+        # such a "query" FORMERR too, and forwarding it would let one client's odd packet
+        # decide the answer every client of the flight gets.
+        raise WireError(FORMERR, "answer or authority records in a query")
+    pos = question_end
     if arcount:
-        pos = question_end
-        for _ in range(ancount + nscount):
-            pos = _skip_rr(data, pos)[2]
         for _ in range(arcount):
             name_at = pos
             rtype, ttl_at, pos = _skip_rr(data, pos)
@@ -227,6 +230,10 @@ def parse_query(data: bytes) -> Query:
                 raise WireError(BADVERS, "EDNS version not supported")  # RFC 6891 6.1.3
             if pos > ttl_at + 6:  # options present: one scan for the two we strip
                 has_ecs, has_cookie = _find_stripped(data, ttl_at + 6, pos)
+    if pos != len(data):
+        # Bytes after the last record: not a DNS message (BIND says "trailing garbage").
+        # Forwarded, they would reach the upstream under every waiting client's question.
+        raise WireError(FORMERR, "bytes after the last record")
     qname = data[HEADER_LEN:qend]
     lower = qname.translate(_LOWER)
     bits = (
@@ -257,7 +264,10 @@ def parse_query(data: bytes) -> Query:
 
 
 def _find_stripped(data: bytes, pos: int, end: int) -> tuple[bool, bool]:
-    """Whether the options from ``pos`` to ``end`` hold ECS, and a COOKIE."""
+    """Whether the options from ``pos`` to ``end`` hold ECS, and a COOKIE.
+
+    The options must fill the OPT RDATA exactly (RFC 6891 6.1.2: {code, length, data}
+    triples); one that runs past it is FORMERR, never forwarded."""
     ecs = cookie = False
     while pos + 4 <= end:
         opt_code, opt_len = _HH.unpack_from(data, pos)
@@ -266,6 +276,8 @@ def _find_stripped(data: bytes, pos: int, end: int) -> tuple[bool, bool]:
         elif opt_code == OPT_COOKIE:
             cookie = True
         pos += 4 + opt_len
+    if pos != end:
+        raise WireError(FORMERR, "EDNS option runs past the OPT record")
     return ecs, cookie
 
 

@@ -1,11 +1,20 @@
-"""The one small upstream interface (STYLE.md 3; dnsproxy ``upstream/upstream.go``)."""
+"""The one small upstream interface (STYLE.md 3, 14; dnsproxy ``upstream/upstream.go``).
+
+Two forms exist, and both are declared here:
+
+- `Exchanger`, the awaitable form a transport writes naturally (DoT, DoH, TCP);
+- `Upstream`, the callback form the resolver drives: ``exchange_cb(...)`` calls ``done``
+  exactly once and returns a `Withdraw`. Plain UDP implements it directly, so a forwarded
+  query costs no task and no future (issue 4); `Awaited` is the one adapter that gives an
+  `Exchanger` the callback form, and `factory.make_upstream` applies it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from stubresolver.errors import UpstreamError
 from stubresolver.tunnel_state import TunnelState
@@ -14,10 +23,13 @@ log = logging.getLogger(__name__)
 
 # Completion callback of a callback-based exchange: (answer, None) or (None, error), once.
 Done = Callable[[bytes | None, UpstreamError | None], None]
+# Withdraws a query sent with a callback (its flight ended): after it returns the exchange
+# sends nothing more and ``done`` is not called.
+Withdraw = Callable[[], None]
 
 
-class Upstream(Protocol):
-    """A DNS server reached through the tunnel.
+class Exchanger(Protocol):
+    """A DNS server reached through the tunnel, in the awaitable form.
 
     `exchange` takes the client's raw query (any ID) and returns the raw response carrying
     the SAME ID. On the wire the upstream uses its own random ID where that matters (UDP)
@@ -37,22 +49,31 @@ class Upstream(Protocol):
         """Close every pooled socket; the upstream may be used again afterwards."""
         ...
 
-
-@runtime_checkable
-class CountsTransport(Protocol):
-    """An upstream that keeps transport counters (DoT, DoH: connections, TLS sessions).
-
-    Declared here so ``status`` can ask for them without importing the TLS code.
-    """
-
     def counters(self) -> dict[str, int]:
-        """Counter name -> value (see ``upstream.counters.TransportCounters``)."""
+        """Transport counters for `status` (connections, handshakes, ...); may be empty.
+        Health and RTT are not here: the resolver's `selection` keeps them."""
         ...
 
 
+class Upstream(Protocol):
+    """The form the resolver drives: what `Exchanger` promises, through a callback."""
+
+    url: str
+
+    def exchange_cb(self, query: bytes, state: TunnelState, done: Done, key: bytes) -> Withdraw:
+        """Send ``query``; call ``done(answer, None)`` or ``done(None, error)`` exactly once,
+        unless the returned function is called first. ``key`` is the query's
+        `wire.question_key` (the caller has it already)."""
+        ...
+
+    async def close(self) -> None: ...
+
+    def counters(self) -> dict[str, int]: ...
+
+
 def settle_from_task(done: Done, label: str, task: asyncio.Task[bytes]) -> None:
-    """Hand an exchange task's outcome to a `Done` callback: the one adapter from the
-    awaitable form to the callback form. Foreign exceptions become ``protocol`` errors."""
+    """Hand an exchange task's outcome to a `Done` callback. Foreign exceptions become
+    ``protocol`` errors."""
     if task.cancelled():
         done(None, UpstreamError("epoch", label, "cancelled"))
         return
@@ -64,3 +85,57 @@ def settle_from_task(done: Done, label: str, task: asyncio.Task[bytes]) -> None:
     else:
         log.error("upstream %s failed unexpectedly: %r", label, error)
         done(None, UpstreamError("protocol", label, f"internal error: {error!r}"))
+
+
+def settle_future(
+    future: asyncio.Future[bytes], msg: bytes | None, error: UpstreamError | None
+) -> None:
+    """A `Done` for awaiting callers: completes ``future`` once (the other direction)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        assert msg is not None
+        future.set_result(msg)
+
+
+class _TaskExchange:
+    """One exchange of an `Exchanger` run as a task, with its withdraw."""
+
+    __slots__ = ("done", "task")
+
+    def __init__(self, done: Done) -> None:
+        self.done: Done | None = done
+        self.task: asyncio.Task[bytes] | None = None
+
+    def settle(self, label: str, task: asyncio.Task[bytes]) -> None:
+        done, self.done = self.done, None
+        if done is not None:
+            settle_from_task(done, label, task)
+
+    def withdraw(self) -> None:
+        self.done = None
+        if self.task is not None and not self.task.done():
+            self.task.cancel()  # the transport closes what it opened (Exchanger's promise)
+
+
+class Awaited:
+    """The callback form of an `Exchanger`: one task per exchange, cancelled on withdraw."""
+
+    def __init__(self, inner: Exchanger) -> None:
+        self.inner = inner
+        self.url = inner.url
+
+    def exchange_cb(self, query: bytes, state: TunnelState, done: Done, key: bytes) -> Withdraw:
+        exchange = _TaskExchange(done)
+        task = asyncio.get_running_loop().create_task(self.inner.exchange(query, state))
+        exchange.task = task
+        task.add_done_callback(lambda t: exchange.settle(self.url, t))
+        return exchange.withdraw
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def counters(self) -> dict[str, int]:
+        return self.inner.counters()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from stubresolver.errors import ConfigError
-from stubresolver.upstream.base import Upstream
+from stubresolver.upstream.base import Awaited, Upstream
 from stubresolver.upstream.plain import TcpUpstream, UdpUpstream
 
 if TYPE_CHECKING:
@@ -13,20 +13,23 @@ if TYPE_CHECKING:
 
 
 def make_upstream(cfg: UpstreamConfig) -> Upstream:
-    """Build the transport for ``cfg.scheme``; ConfigError for a scheme we cannot serve."""
+    """Build the transport for ``cfg.scheme``; ConfigError for a scheme we cannot serve.
+
+    Plain UDP has the callback form itself; the others are awaitable and get the one
+    adapter (`base.Awaited`) here, so the resolver drives every upstream the same way."""
     match cfg.scheme:
         case "udp":
             return UdpUpstream(cfg)
         case "tcp":
-            return TcpUpstream(cfg)
+            return Awaited(TcpUpstream(cfg))
         # TLS and h2 are imported only when configured: a plain setup starts lighter.
         case "tls":  # DoT, RFC 7858 strict (upstream/tls.py)
             from stubresolver.upstream.tls import TlsUpstream  # noqa: PLC0415
 
-            return TlsUpstream(cfg)
+            return Awaited(TlsUpstream(cfg))
         case "https":  # DoH, RFC 8484 over HTTP/2 (upstream/https.py)
             from stubresolver.upstream.https import HttpsUpstream  # noqa: PLC0415
 
-            return HttpsUpstream(cfg)
+            return Awaited(HttpsUpstream(cfg))
         case _:
             raise ConfigError("upstreams", f"unknown scheme {cfg.scheme!r} in {cfg.url!r}")

@@ -19,14 +19,13 @@ import contextlib
 import functools
 import logging
 import socket
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from stubresolver import netbind, wire
 from stubresolver.errors import UpstreamError, WireError
 from stubresolver.randomness import random_below, random_id
 from stubresolver.tunnel_state import TunnelState
-from stubresolver.upstream.base import Done, settle_from_task
+from stubresolver.upstream.base import Done, Withdraw, settle_from_task, settle_future
 
 if TYPE_CHECKING:
     from stubresolver.config import UpstreamConfig
@@ -34,10 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _MAX_MESSAGE = 65535
-
-
-# Withdraws a query sent with a callback (its caller was cancelled); ``done`` is then not called.
-Withdraw = Callable[[], None]
 
 
 def _nothing() -> None:
@@ -289,7 +284,7 @@ class UdpPool:
     ) -> bytes:
         """`send` for awaiting callers."""
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        withdraw = self.send(query, key, state, deadline, functools.partial(_settle, future))
+        withdraw = self.send(query, key, state, deadline, functools.partial(settle_future, future))
         try:
             return await future
         except asyncio.CancelledError:
@@ -305,14 +300,27 @@ class UdpPool:
             self._sweeper = None
 
 
-def _settle(future: asyncio.Future[bytes], msg: bytes | None, error: UpstreamError | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        assert msg is not None
-        future.set_result(msg)
+class _Retry:
+    """The TCP retry of one UDP exchange after TC=1, and the withdraw of both."""
+
+    __slots__ = ("done", "label", "task", "withdraw_udp", "withdrawn")
+
+    def __init__(self, done: Done, label: str) -> None:
+        self.done = done
+        self.label = label
+        self.task: asyncio.Task[bytes] | None = None
+        self.withdraw_udp: Withdraw = _nothing
+        self.withdrawn = False
+
+    def settle(self, task: asyncio.Task[bytes]) -> None:
+        if not self.withdrawn:
+            settle_from_task(self.done, self.label, task)
+
+    def withdraw(self) -> None:
+        self.withdrawn = True
+        self.withdraw_udp()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()  # tcp_exchange closes its socket on the way out
 
 
 class UdpUpstream:
@@ -330,7 +338,10 @@ class UdpUpstream:
     ) -> Withdraw:
         """Callback form of `exchange`: ``done(answer, None)`` or ``done(None, error)``,
         exactly once; the answer carries ``query``'s ID. ``key`` is the query's
-        `wire.question_key` when the caller already has it (saves reading it again)."""
+        `wire.question_key` when the caller already has it (saves reading it again).
+
+        The returned withdraw covers the whole exchange: the UDP query and, once a TC=1
+        answer started it, the TCP retry, which belongs to the same flight (issue 7)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         if key is None or len(query) < wire.HEADER_LEN:
@@ -341,8 +352,11 @@ class UdpUpstream:
                 return _nothing
         else:
             orig_id = (query[0] << 8) | query[1]
+        retry = _Retry(done, self.url)
 
         def answered(msg: bytes | None, error: UpstreamError | None) -> None:
+            if retry.withdrawn:
+                return
             if msg is None:
                 done(None, error)
             elif wire.is_truncated(msg):
@@ -350,17 +364,19 @@ class UdpUpstream:
                 task = loop.create_task(
                     tcp_query(state, self.dest, query, key, orig_id, deadline, self.url)
                 )
+                retry.task = task
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-                task.add_done_callback(functools.partial(settle_from_task, done, self.url))
+                task.add_done_callback(retry.settle)
             else:
                 done(wire.with_id(msg, orig_id), None)
 
-        return self.pool.send(query, key, state, deadline, answered)
+        retry.withdraw_udp = self.pool.send(query, key, state, deadline, answered)
+        return retry.withdraw
 
     async def exchange(self, query: bytes, state: TunnelState) -> bytes:
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        withdraw = self.exchange_cb(query, state, functools.partial(_settle, future))
+        withdraw = self.exchange_cb(query, state, functools.partial(settle_future, future))
         try:
             return await future
         except asyncio.CancelledError:
@@ -371,6 +387,9 @@ class UdpUpstream:
         self.pool.close()
         for task in list(self._tasks):
             task.cancel()
+
+    def counters(self) -> dict[str, int]:
+        return {"open_sockets": self.pool.open_sockets}
 
 
 class TcpUpstream:
@@ -388,3 +407,6 @@ class TcpUpstream:
 
     async def close(self) -> None:
         """Nothing is pooled yet."""
+
+    def counters(self) -> dict[str, int]:
+        return {}

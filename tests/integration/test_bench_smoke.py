@@ -100,7 +100,7 @@ def test_query_lines_are_distinct_and_tagged() -> None:
 
 
 def test_stub_config_uses_loopback_tunnel_and_udp_upstream() -> None:
-    text = run.stub_config(5301, 5300, "/tmp/state")
+    text = run.stub_config(5301, 5300)
     assert 'listen: ["127.0.40.3:5301"]' in text
     assert 'interfaces: ["lo"]' in text
     assert "udp://127.0.40.1:5300" in text
@@ -164,7 +164,7 @@ def test_stub_config_with_encrypted_upstreams_parses(tmp_path: Path) -> None:
     ca.write_text("not parsed here\n")
     for scheme, port in (("tls", 853), ("https", 8443)):
         url = encrypted.upstream_url(scheme, "127.0.40.10", port)
-        text = encrypted.stub_config("127.0.40.12", 5500, url, str(ca), str(tmp_path))
+        text = encrypted.stub_config("127.0.40.12", 5500, url, str(ca))
         cfg = parse_config(yaml.safe_load(text))
         (up,) = cfg.upstreams
         assert (up.scheme, up.host, up.port) == (scheme, "127.0.40.10", port)

@@ -41,7 +41,6 @@ def make_config(tmp: Path, upstream: Unbound, **overrides: Any) -> dict[str, Any
         "listen": [f"{STUB_ADDR}:{free_port(STUB_ADDR)}"],
         "tunnel": {"interfaces": ["lo"]},
         "upstreams": [f"udp://{upstream.addr}:{upstream.port}"],
-        "state_dir": str(tmp),
         "control_socket": str(tmp / "run" / "control.sock"),
         "logging": {"level": "debug"},
     }

@@ -214,7 +214,6 @@ def world(
         "listen": [f"{STUB_ADDR}:{port}"],
         "tunnel": {"interfaces": ["lo"]},
         "upstreams": [f"{request.param}://{unbound.addr}:{unbound.port}"],
-        "state_dir": str(tmp),
         "control_socket": str(tmp / "control.sock"),
         "logging": {"level": "debug"},
     }

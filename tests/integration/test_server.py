@@ -44,7 +44,6 @@ def base_config(tmp: Path, upstream: Unbound, **overrides: Any) -> dict[str, Any
         "listen": [f"{STUB_ADDR}:{free_port(STUB_ADDR)}"],
         "tunnel": {"interfaces": ["lo"]},
         "upstreams": [f"udp://{upstream.addr}:{upstream.port}"],
-        "state_dir": str(tmp),
         "control_socket": str(tmp / "control.sock"),  # not the machine-wide default
         "logging": {"level": "debug"},
     }
@@ -533,3 +532,41 @@ def test_listen_in_use_fails_cleanly(tmp_path: Path, unbound: Unbound) -> None:
     assert result.returncode == 1
     assert f"cannot listen on {STUB_ADDR}:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+RECORDS_ADDR = "127.0.70.2"  # issue 8: local.records
+
+
+@pytest.mark.parametrize("tunnel_up", [True, False])
+def test_local_records_are_answered_over_udp_and_tcp_at_any_tunnel_state(
+    tmp_path: Path, unbound: Unbound, tunnel_up: bool
+) -> None:
+    records = [
+        "printer.lan. 300 IN A 192.168.1.5",
+        "nas.home.arpa. IN AAAA fd00::5",
+        "www.nas.home.arpa. 60 IN CNAME nas.home.arpa.",
+    ]
+    overrides: dict[str, Any] = {"local": {"records": records}}
+    if not tunnel_up:  # no such tunnel, and an upstream that cannot be reached anyway
+        overrides |= {"tunnel": {"interfaces": ["nosuchtun*"]}, "upstreams": ["udp://192.0.2.53"]}
+    config = base_config(tmp_path, unbound, **overrides)
+    config["listen"] = [f"{RECORDS_ADDR}:{free_port(RECORDS_ADDR)}"]
+    path = write_config(tmp_path / "config.yaml", config)
+    with run_stub(path, RECORDS_ADDR, _port(config)) as proc:
+        for ask in (proc.udp, proc.tcp):
+            reply = ask(query("printer.lan", "A"))
+            assert reply.rcode() == dns.rcode.NOERROR and reply.flags & dns.flags.AA
+            assert a_records(reply) == ["192.168.1.5"]
+            assert reply.answer[0].ttl == 300
+            nodata = ask(query("printer.lan", "AAAA"))
+            assert nodata.rcode() == dns.rcode.NOERROR and not nodata.answer
+            assert nodata.flags & dns.flags.AA  # ours: the test unbound would say REFUSED
+            aaaa = ask(query("NAS.home.arpa", "AAAA"))
+            assert [r.to_text() for r in aaaa.answer[0]] == ["fd00::5"]
+            cname = ask(query("www.nas.home.arpa", "A"))
+            assert [r.to_text() for r in cname.answer[0]] == ["nas.home.arpa."]
+            # Records win only for their own names.
+            assert ask(query("tv.home.arpa", "A")).rcode() == dns.rcode.NXDOMAIN
+        forwarded = proc.udp(query("a.example", "A")).rcode()
+        assert forwarded == (dns.rcode.NOERROR if tunnel_up else dns.rcode.REFUSED)
+    assert "Traceback" not in proc.stderr

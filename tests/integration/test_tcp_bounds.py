@@ -39,7 +39,6 @@ def start(
         "listen": [f"{STUB_ADDR}:{port}"],
         "tunnel": {"interfaces": ["lo"]},
         "upstreams": [f"udp://{upstream.addr}:{upstream.port}"],
-        "state_dir": str(tmp),
         "control_socket": "",
         "server": server,
     }

@@ -11,6 +11,7 @@ rejected instead (not cached, not patched; the client gets SERVFAIL).
 from __future__ import annotations
 
 import asyncio
+import struct
 from pathlib import Path
 
 import dns.edns
@@ -25,8 +26,8 @@ from bench.pki import Pki
 from stubresolver.cache import Cache
 from stubresolver.config import UpstreamConfig
 from stubresolver.policy import LocalPolicy
-from stubresolver.resolver import Outcome, Resolver
-from stubresolver.upstream.base import Upstream
+from stubresolver.resolver import AnswerNow, Forward, Outcome, Resolver
+from stubresolver.upstream.base import Awaited, Upstream
 from stubresolver.upstream.plain import UdpUpstream
 from stubresolver.upstream.tls import TlsUpstream
 
@@ -77,10 +78,12 @@ def ask(resolver: Resolver, queries: list[bytes]) -> list[dns.message.Message]:
 
     async def go() -> None:
         for data in queries:
-            response, parsed = resolver.answer_now(data)
-            if response is None:
-                assert parsed is not None
-                response = await resolver.forward(parsed, data)
+            decision = resolver.answer_now(data)
+            if isinstance(decision, Forward):
+                response = await resolver.forward(decision)
+            else:
+                assert isinstance(decision, AnswerNow)
+                response = decision.response
             replies.append(dns.message.from_wire(response))
         await resolver.close()
 
@@ -143,10 +146,36 @@ def test_a_passed_through_servfail_has_no_opt_for_a_client_that_sent_none() -> N
 
 def test_an_answer_without_question_is_rejected_not_patched_or_cached(pki: Pki) -> None:
     with ScriptedTlsServer(pki, no_question) as server:
-        resolver = resolver_for(dot(server.port, pki.ca))
+        resolver = resolver_for(Awaited(dot(server.port, pki.ca)))
         replies = ask(resolver, [query("www.example.", msg_id=i) for i in (1, 2)])
     assert [r.rcode() for r in replies] == [dns.rcode.SERVFAIL, dns.rcode.SERVFAIL]
     assert all(len(r.question) == 1 and not r.answer for r in replies)
     assert len(server.queries) == 2  # the second was forwarded again: nothing cached
     assert resolver.cache is not None and len(resolver.cache) == 0
     assert resolver.stats.outcomes[Outcome.SERVFAIL_UPSTREAM] == 2
+
+
+def test_a_malformed_or_oversized_query_fails_alone_and_never_reaches_the_upstream() -> None:
+    """Issue 7: trailing bytes, an EDNS option past its OPT and a 64 KB query (as TCP may
+    carry) are FORMERR for themselves; the upstream never sees them, stays healthy, and
+    other clients asking the same question get their answer."""
+    good = query("www.example.", edns=True, msg_id=7)
+    trailing = query("www.example.", msg_id=8) + b"\x00garbage"
+    overrun = bytearray(query("www.example.", edns=True, msg_id=9))
+    overrun[-2:] = b"\x00\x08"  # RDLEN 8 ...
+    overrun += b"\x00\x08\x00\x20\x00\x01\x18\x00"  # ... holding an option claiming 32 octets
+    # 64 KB in all, by hand: one unknown option of 65,000 octets (dnspython will not render it).
+    plain = query("www.example.", msg_id=10)
+    option = struct.pack("!HH", 65001, 65000) + b"x" * 65000
+    opt = b"\x00" + struct.pack("!HHIH", 41, 1232, 0, len(option)) + option
+    huge = plain[:10] + b"\x00\x01" + plain[12:] + opt
+    assert len(huge) > 65000
+    with ScriptedUdpServer(script=answer) as server:
+        resolver = resolver_for(udp_upstream(server))
+        replies = ask(resolver, [trailing, bytes(overrun), huge, good])
+        received = list(server.received)
+    assert [r.rcode() for r in replies] == [dns.rcode.FORMERR] * 3 + [dns.rcode.NOERROR]
+    assert replies[3].id == 7 and replies[3].answer
+    assert len(received) == 1  # only the good query went upstream
+    assert resolver.health[0].healthy and resolver.health[0].failures == 0
+    assert resolver.stats.outcomes[Outcome.FORMERR] == 3

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -27,8 +28,10 @@ from tlsworld import (
 )
 
 from bench.pki import Pki
+from stubresolver import wire
 from stubresolver.config import UpstreamConfig
 from stubresolver.errors import UpstreamError
+from stubresolver.upstream.base import Awaited, settle_future
 from stubresolver.upstream.factory import make_upstream
 from stubresolver.upstream.https import HttpsUpstream
 
@@ -199,10 +202,14 @@ def test_server_restart_is_recovered(own_unbound: UnboundTls, pki: Pki) -> None:
 
 def test_factory_builds_doh(unbound: UnboundTls, pki: Pki) -> None:
     up = make_upstream(doh_cfg(unbound.addr, unbound.doh_port, pki.ca))
-    assert isinstance(up, HttpsUpstream)
+    # The factory gives the awaitable transport the callback form the resolver drives.
+    assert isinstance(up, Awaited) and isinstance(up.inner, HttpsUpstream)
 
     async def go() -> None:
-        assert addresses(await up.exchange(query("b.example."), LO)) == ["192.0.2.2"]
+        data = query("b.example.")
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        up.exchange_cb(data, LO, functools.partial(settle_future, future), wire.question_key(data))
+        assert addresses(await future) == ["192.0.2.2"]
         await up.close()
 
     run(go)

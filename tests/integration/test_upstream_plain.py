@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import time
 from collections.abc import Iterator
@@ -23,11 +24,11 @@ from upstream_servers import (
     run_unbound,
 )
 
-from stubresolver import netbind
+from stubresolver import netbind, wire
 from stubresolver.config import UpstreamConfig
 from stubresolver.errors import ConfigError, UpstreamError
 from stubresolver.tunnel_state import TunnelState
-from stubresolver.upstream.base import Upstream
+from stubresolver.upstream.base import Awaited, Exchanger, Upstream, settle_future
 from stubresolver.upstream.factory import make_upstream
 from stubresolver.upstream.plain import POOL_SIZE, TcpUpstream, UdpUpstream
 
@@ -40,12 +41,30 @@ NO_SUCH_DEVICE = TunnelState(
 CALLER_ID = 0x1234
 
 
-def run_exchange(up: Upstream, raw: bytes, state: TunnelState) -> bytes:
+def run_exchange(up: Exchanger, raw: bytes, state: TunnelState) -> bytes:
     """One exchange in its own loop, closing the upstream's pooled sockets afterwards."""
 
     async def body() -> bytes:
         try:
             return await up.exchange(raw, state)
+        finally:
+            await up.close()
+
+    return asyncio.run(body())
+
+
+def question(raw: bytes) -> bytes:
+    return wire.question_key(raw)
+
+
+def run_callback(up: Upstream, raw: bytes, state: TunnelState) -> bytes:
+    """One exchange through the callback form the resolver drives (`Upstream.exchange_cb`)."""
+
+    async def body() -> bytes:
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        try:
+            up.exchange_cb(raw, state, functools.partial(settle_future, future), question(raw))
+            return await future
         finally:
             await up.close()
 
@@ -134,12 +153,13 @@ def test_truncated_udp_falls_back_to_tcp(unbound: Unbound) -> None:
 
 
 def test_factory_builds_plain_upstreams(unbound: Unbound) -> None:
-    for scheme, kind in (("udp", UdpUpstream), ("tcp", TcpUpstream)):
-        up = make_upstream(cfg(scheme, unbound.addr, unbound.port))
-        assert isinstance(up, kind)
-        msg = dns.message.from_wire(run_exchange(up, query("a.example."), LO))
+    udp = make_upstream(cfg("udp", unbound.addr, unbound.port))
+    assert isinstance(udp, UdpUpstream)  # the callback form itself: no adapter, no task
+    tcp = make_upstream(cfg("tcp", unbound.addr, unbound.port))
+    assert isinstance(tcp, Awaited) and isinstance(tcp.inner, TcpUpstream)
+    for up in (udp, tcp):
+        msg = dns.message.from_wire(run_callback(up, query("a.example."), LO))
         assert texts(msg) == ["192.0.2.1"]
-        asyncio.run(up.close())
 
 
 @pytest.mark.parametrize("scheme", ["quic", ""])
@@ -264,7 +284,7 @@ def test_down_or_no_address_sends_nothing(state: TunnelState, scheme: str) -> No
         tcp.listen(4)
         up = make_upstream(cfg(scheme, SCRIPT_ADDR, port))
         with pytest.raises(UpstreamError) as info:
-            run_exchange(up, query("a.example."), state)
+            run_callback(up, query("a.example."), state)
         assert info.value.kind == "tunnel"
         udp.settimeout(0.2)
         with pytest.raises(TimeoutError):
@@ -493,3 +513,49 @@ def test_pool_ignores_a_late_answer_to_an_earlier_query() -> None:
 
     with ScriptedUdpServer(script=late) as server:
         assert asyncio.run(body(server.port)) == ["192.0.2.9"]
+
+
+def test_the_tcp_retry_after_tc_is_withdrawn_with_its_flight() -> None:
+    """Issue 7: the TCP retry belongs to the exchange; withdrawing it closes the connection
+    at once, and ``done`` is never called."""
+
+    def truncated(server: ScriptedUdpServer, data: bytes, peer: tuple[str, int]) -> None:
+        r = dns.message.make_response(dns.message.from_wire(data))
+        r.flags |= dns.flags.TC
+        server.sock.sendto(r.to_wire(), peer)
+
+    with ScriptedUdpServer(script=truncated) as server, socket.socket() as tcp:
+        tcp.bind((server.addr, server.port))
+        tcp.listen(4)
+        tcp.settimeout(5)
+        up = UdpUpstream(cfg("udp", server.addr, server.port, timeout=10.0))
+        calls: list[object] = []
+
+        async def body() -> bytes:
+            loop = asyncio.get_running_loop()
+            raw = query("tc.example.")
+            withdraw = up.exchange_cb(
+                raw, LO, lambda m, e: calls.append(m or e), wire.question_key(raw)
+            )
+            conn, _ = await loop.run_in_executor(None, tcp.accept)  # the retry connected
+            with conn:
+                conn.settimeout(5)
+                withdraw()
+                # Our side closes: the held connection reads EOF long before the 10 s deadline.
+                started = loop.time()
+                tail = await loop.run_in_executor(None, _read_until_eof, conn)
+                waited = loop.time() - started
+            await asyncio.sleep(0.05)
+            await up.close()
+            assert waited < 2.0
+            return tail
+
+        asyncio.run(body())
+    assert calls == []
+
+
+def _read_until_eof(conn: socket.socket) -> bytes:
+    data = b""
+    while chunk := conn.recv(65535):
+        data += chunk
+    return data

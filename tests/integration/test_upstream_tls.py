@@ -4,6 +4,7 @@ unbound with a certificate from a CA the tests make, and a scripted DoT server o
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import time
 from collections.abc import Iterator
@@ -30,8 +31,13 @@ from tlsworld import (
 )
 
 from bench.pki import Pki
+from stubresolver import wire
+from stubresolver.cache import Cache
 from stubresolver.config import UpstreamConfig
 from stubresolver.errors import UpstreamError
+from stubresolver.policy import LocalPolicy
+from stubresolver.resolver import Forward, Resolver
+from stubresolver.upstream.base import Awaited, settle_future
 from stubresolver.upstream.factory import make_upstream
 from stubresolver.upstream.tls import TlsUpstream
 
@@ -285,13 +291,42 @@ def test_wrong_auth_name_fails(
     unbound: UnboundTls, pki: Pki, connects: ConnectCounter, caplog: pytest.LogCaptureFixture
 ) -> None:
     up = TlsUpstream(dot_cfg(unbound.addr, unbound.dot_port, pki.ca, auth_name="dns.wrong.example"))
-    caplog.set_level("WARNING", logger="stubresolver.upstream")
+    caplog.set_level("WARNING")
     expect_tls_error(up, "certificate verify failed", "dns.wrong.example")
     # Backoff: the later queries failed at once, without another handshake ...
     assert connects.count == 1
-    # ... and the transport logs no "failed" line of its own: the resolver's health ledger
-    # logs each change once (STYLE.md 13), so one DoT failure is not logged twice.
-    assert [r for r in caplog.records if "failed" in r.getMessage()] == []
+    # ... and the transport logs no health of its own: the resolver's ledger does that.
+    assert not [r for r in caplog.records if "failed" in r.getMessage()]
+
+
+def test_a_dot_failure_is_logged_once_by_the_one_health_ledger(
+    unbound: UnboundTls, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    up = TlsUpstream(dot_cfg(unbound.addr, unbound.dot_port, pki.ca, auth_name="dns.wrong.example"))
+    resolver = Resolver(
+        upstreams=[Awaited(up)],
+        tunnel_state=lambda: LO,
+        refresh_tunnel=lambda: LO,
+        tunnel_label="lo",
+        cache=Cache(),
+        policy=LocalPolicy(),
+    )
+    caplog.set_level("WARNING")
+
+    async def go() -> list[dns.rcode.Rcode]:
+        rcodes: list[dns.rcode.Rcode] = []
+        for i in range(3):
+            decision = resolver.answer_now(query(f"n{i}.example."))
+            assert isinstance(decision, Forward)
+            rcodes.append(dns.message.from_wire(await resolver.forward(decision)).rcode())
+        await resolver.close()
+        return rcodes
+
+    assert asyncio.run(go()) == [dns.rcode.SERVFAIL] * 3
+    failed = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failed) == 1, failed  # once per reason, in one place (issue 8)
+    assert not resolver.health[0].healthy
+    assert "certificate verify failed" in (resolver.health[0].last_error or "")
 
 
 def test_untrusted_ca_fails(unbound: UnboundTls, pki: Pki) -> None:
@@ -457,10 +492,14 @@ def test_server_down_backs_off_then_recovers(own_unbound: UnboundTls, pki: Pki) 
 
 def test_factory_builds_dot(unbound: UnboundTls, pki: Pki) -> None:
     up = make_upstream(dot_cfg(unbound.addr, unbound.dot_port, pki.ca))
-    assert isinstance(up, TlsUpstream)
+    # The factory gives the awaitable transport the callback form the resolver drives.
+    assert isinstance(up, Awaited) and isinstance(up.inner, TlsUpstream)
 
     async def go() -> None:
-        assert addresses(await up.exchange(query("a.example."), LO)) == ["192.0.2.1"]
+        data = query("a.example.")
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        up.exchange_cb(data, LO, functools.partial(settle_future, future), wire.question_key(data))
+        assert addresses(await future) == ["192.0.2.1"]
         await up.close()
 
     run(go)

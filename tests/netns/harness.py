@@ -82,7 +82,6 @@ class Stub:
             "listen": ["127.0.0.1:53"],
             "tunnel": {"interfaces": [self.world.tun_c]},
             "upstreams": self.upstreams,
-            "state_dir": str(home / "state"),
             "control_socket": str(home / "control.sock"),  # not the machine-wide default
             "logging": {"level": "debug"},
         }

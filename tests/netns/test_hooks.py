@@ -40,7 +40,6 @@ class TestOpenVpnHook:
             "listen": ["127.0.0.1:53"],
             "tunnel": {"interfaces": [world.tun_c]},
             "upstreams": ["udp://100.66.0.1"],
-            "state_dir": str(home),
             "control_socket": str(sock),
             "logging": {"level": "debug"},
         }

@@ -28,7 +28,6 @@ def test_ipv6_off_serves_ipv4_and_warns(tmp_path: Path) -> None:
             "listen": ["127.0.0.1:53", "[::1]:53"],
             "tunnel": {"interfaces": ["lo"]},
             "upstreams": ["udp://127.0.0.1:5399"],
-            "state_dir": str(tmp_path),
             "control_socket": str(tmp_path / "control.sock"),
         }
         path = tmp_path / "config.yaml"

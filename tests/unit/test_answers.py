@@ -25,8 +25,9 @@ from stubresolver.cache import Cache
 from stubresolver.config import parse_config
 from stubresolver.errors import ConfigError, WireError
 from stubresolver.policy import LocalPolicy
-from stubresolver.resolver import Outcome, Resolver
+from stubresolver.resolver import AnswerNow, Forward, Outcome, Resolver
 from stubresolver.tunnel_state import TunnelState
+from stubresolver.upstream.base import Awaited
 
 UP = TunnelState(up=True, ifname="wg0", ifindex=7, addresses=("10.66.0.2",), epoch=1)
 
@@ -63,10 +64,13 @@ class Upstream:
     async def close(self) -> None:
         pass
 
+    def counters(self) -> dict[str, int]:
+        return {}
+
 
 def make(upstream: Upstream, **kw: int) -> Resolver:
     return Resolver(
-        upstreams=[upstream],
+        upstreams=[Awaited(upstream)],
         tunnel_state=lambda: UP,
         refresh_tunnel=lambda: UP,
         tunnel_label="wg*",
@@ -84,11 +88,11 @@ def query(name: str = "www.example.", msg_id: int = 1, **kw: object) -> dns.mess
 
 
 async def resolve(resolver: Resolver, data: bytes) -> bytes:
-    response, parsed = resolver.answer_now(data)
-    if response is None:
-        assert parsed is not None
-        response = await resolver.forward(parsed, data)
-    return response
+    decision = resolver.answer_now(data)
+    if isinstance(decision, Forward):
+        return await resolver.forward(decision)
+    assert isinstance(decision, AnswerNow)
+    return decision.response
 
 
 def ask(resolver: Resolver, *queries: dns.message.Message) -> list[dns.message.Message]:

@@ -228,3 +228,71 @@ def test_reverse_via_vpn_covers_the_v4_mapped_spelling() -> None:
         )
         is None
     )
+
+
+# --- local.records (dnslib's zone parser in config, answers here) ------------------------
+
+RECORDS = [
+    "printer.lan. 300 IN A 192.168.1.5",
+    "printer.lan. 300 IN A 192.168.1.6",
+    "nas.home.arpa. IN AAAA fd00::5",
+    "www.nas.home.arpa. 60 IN CNAME nas.home.arpa.",
+    "mail.lan. IN MX 10 printer.lan.",
+]
+
+
+def records_policy(*, single_label_nxdomain: bool = True) -> LocalPolicy:
+    from stubresolver.config import parse_config
+
+    config = parse_config({"upstreams": ["udp://10.8.0.1"], "local": {"records": RECORDS}})
+    return LocalPolicy(single_label_nxdomain=single_label_nxdomain, records=config.local.records)
+
+
+def test_records_answer_their_type() -> None:
+    reply = ask(records_policy(), "Printer.LAN.", "A")
+    assert reply is not None
+    assert reply.rcode() == dns.rcode.NOERROR and reply.flags & dns.flags.AA
+    (rrset,) = reply.answer
+    assert sorted(r.to_text() for r in rrset) == ["192.168.1.5", "192.168.1.6"]
+    assert rrset.ttl == 300
+    assert rrset.name == dns.name.from_text("Printer.LAN.")  # the client's spelling
+    aaaa = ask(records_policy(), "nas.home.arpa.", "AAAA")
+    assert aaaa is not None
+    assert [r.to_text() for r in aaaa.answer[0]] == ["fd00::5"]
+    assert aaaa.answer[0].ttl == 3600  # no TTL on the line: unbound's local-data default
+    mx = ask(records_policy(), "mail.lan.", "MX")
+    assert mx is not None
+    assert [r.to_text() for r in mx.answer[0]] == ["10 printer.lan."]
+
+
+def test_records_give_nodata_for_another_type_and_cname_for_any() -> None:
+    reply = ask(records_policy(), "printer.lan.", "AAAA")
+    assert reply is not None
+    assert reply.rcode() == dns.rcode.NOERROR and not reply.answer
+    cname = ask(records_policy(), "www.nas.home.arpa.", "A")
+    assert cname is not None
+    assert [r.to_text() for r in cname.answer[0]] == ["nas.home.arpa."]
+    assert cname.answer[0].rdtype == dns.rdatatype.CNAME
+
+
+def test_records_win_only_for_their_own_names() -> None:
+    policy = records_policy()
+    for name in ("other.home.arpa.", "x.nas.home.arpa.", "home.local."):
+        reply = ask(policy, name)
+        assert reply is not None and reply.rcode() == dns.rcode.NXDOMAIN, name
+    # Above a record, a locally denied name exists (RFC 8020): NODATA, not NXDOMAIN.
+    for name in ("home.arpa.", "lan."):
+        reply = ask(policy, name)
+        assert reply is not None and reply.rcode() == dns.rcode.NOERROR, name
+        assert not reply.answer
+    # Everything else still goes to the tunnel, names below a record included.
+    assert ask(policy, "example.com.") is None
+    assert ask(policy, "x.printer.lan.") is None
+    assert ask(records_policy(single_label_nxdomain=False), "lan.") is None
+
+
+def test_records_answer_only_class_in() -> None:
+    data = dns.message.make_query("printer.lan.", "A", rdclass="CH").to_wire()
+    reply = records_policy().answer(wire.parse_query(data), data)
+    # Not ours in class CH: the rest of the policy decides (printer.lan. is not local).
+    assert reply is None

@@ -20,8 +20,9 @@ from stubresolver import wire
 from stubresolver.cache import Cache
 from stubresolver.errors import UpstreamError
 from stubresolver.policy import LocalPolicy
-from stubresolver.resolver import Outcome, Resolver
+from stubresolver.resolver import AnswerNow, Drop, Forward, Outcome, Resolver
 from stubresolver.tunnel_state import TunnelState
+from stubresolver.upstream.base import Awaited
 
 UP = TunnelState(up=True, ifname="wg0", ifindex=7, addresses=("10.66.0.2",), epoch=1)
 DOWN = TunnelState(up=False, ifname="wg0", ifindex=7, addresses=(), epoch=2)
@@ -92,11 +93,14 @@ def make(
     upstreams: list[object],
     state: Callable[[], TunnelState] = lambda: UP,
     clock: Clock | None = None,
+    refresh: Callable[[], TunnelState] | None = None,
 ) -> Resolver:
+    # The factory gives awaitable transports the callback form (`Awaited`); so do the tests.
+    wrapped = [u if isinstance(u, CallbackFake) else Awaited(u) for u in upstreams]  # type: ignore[arg-type]
     return Resolver(
-        upstreams=upstreams,  # type: ignore[arg-type]
+        upstreams=wrapped,
         tunnel_state=state,
-        refresh_tunnel=state,
+        refresh_tunnel=refresh or state,
         tunnel_label="wg*",
         cache=Cache(),
         policy=LocalPolicy(),
@@ -105,11 +109,11 @@ def make(
 
 
 async def resolve(resolver: Resolver, data: bytes) -> dns.message.Message:
-    response, parsed = resolver.answer_now(data)
-    if response is None:
-        assert parsed is not None
-        response = await resolver.forward(parsed, data)
-    return dns.message.from_wire(response)
+    decision = resolver.answer_now(data)
+    if isinstance(decision, Forward):
+        return dns.message.from_wire(await resolver.forward(decision))
+    assert isinstance(decision, AnswerNow)
+    return dns.message.from_wire(decision.response)
 
 
 def ede(msg: dns.message.Message) -> tuple[int, str]:
@@ -125,7 +129,7 @@ def test_tunnel_down_refuses_with_ede_and_sends_nothing() -> None:
     # forward_cb too (the UDP listener's entry point) refuses without reaching an upstream
     parsed = wire.parse_query(query(msg_id=3))
     replies: list[bytes] = []
-    resolver.forward_cb(parsed, query(msg_id=3), replies.append)
+    resolver.forward_cb(Forward(parsed, query(msg_id=3), query(msg_id=3)), replies.append)
     assert dns.message.from_wire(replies[0]).rcode() == dns.rcode.REFUSED
     assert never.calls == []
     assert reply.rcode() == dns.rcode.REFUSED
@@ -254,10 +258,10 @@ def test_ecs_is_stripped_before_forwarding() -> None:
 
 def test_bad_input_outcomes() -> None:
     resolver = make([MustNotBeCalled()])
-    assert resolver.answer_now(b"\x00") == (None, None)
-    response, parsed = resolver.answer_now(b"\xbe\xef\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00")
-    assert parsed is None and response is not None
-    assert response[3] & 0x0F == wire.FORMERR
+    assert resolver.answer_now(b"\x00") == Drop(Outcome.DROPPED)
+    decision = resolver.answer_now(b"\xbe\xef\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00")
+    assert isinstance(decision, AnswerNow) and decision.query is None
+    assert decision.response[3] & 0x0F == wire.FORMERR
     assert resolver.stats.outcomes[Outcome.DROPPED] == 1
     assert resolver.stats.outcomes[Outcome.FORMERR] == 1
 
@@ -272,12 +276,20 @@ class CallbackFake:
         self.url = url
         self.pending: list[tuple[bytes, Done]] = []
         self.closed = 0
+        self.withdrawn = 0
 
     def exchange_cb(
-        self, query: bytes, state: TunnelState, done: Done, key: bytes | None = None
-    ) -> None:
+        self, query: bytes, state: TunnelState, done: Done, key: bytes
+    ) -> Callable[[], None]:
         assert key == wire.question_key(query)  # the resolver hands over the question key
         self.pending.append((query, done))
+        return self.withdraw
+
+    def withdraw(self) -> None:
+        self.withdrawn += 1
+
+    def counters(self) -> dict[str, int]:
+        return {}
 
     async def exchange(self, query: bytes, state: TunnelState) -> bytes:
         pytest.fail("the callback form must be used when an upstream has one")
@@ -294,9 +306,9 @@ def test_callback_upstream_late_answer_after_tunnel_change_is_dropped() -> None:
 
     async def body() -> None:
         data = query(use_edns=0, msg_id=5)
-        response, parsed = resolver.answer_now(data)
-        assert response is None and parsed is not None
-        resolver.forward_cb(parsed, data, replies.append)
+        decision = resolver.answer_now(data)
+        assert isinstance(decision, Forward)
+        resolver.forward_cb(decision, replies.append)
         assert len(fake.pending) == 1 and not replies
         moved = TunnelState(up=True, ifname="wg0", ifindex=7, addresses=("10.66.0.9",), epoch=3)
         state["now"] = moved
@@ -314,6 +326,7 @@ def test_callback_upstream_late_answer_after_tunnel_change_is_dropped() -> None:
     assert ede(msg) == (23, "tunnel wg0 changed")
     assert resolver.cache is not None and len(resolver.cache) == 0
     assert fake.closed == 1  # pools from the old epoch are closed
+    assert fake.withdrawn == 1  # the exchange was withdrawn with its flight
     assert resolver.stats.outcomes[Outcome.FORWARDED] == 0
 
 
@@ -413,11 +426,11 @@ def test_every_query_ends_in_exactly_one_outcome() -> None:
         await resolve(resolver, query("localhost."))  # local
         state["now"] = DOWN
         await resolve(resolver, query("b.example."))  # refused
-        assert resolver.answer_now(b"\x01\x02\x01\x00\x00\x00")[0] is None  # dropped
+        assert isinstance(resolver.answer_now(b"\x01\x02\x01\x00\x00\x00"), Drop)
         notify = dns.message.make_query("a.example.", "SOA")
         notify.set_opcode(dns.opcode.NOTIFY)
-        assert resolver.answer_now(notify.to_wire())[0] is not None  # notimp
-        assert resolver.answer_now(query(use_edns=1))[0] is not None  # badvers
+        assert isinstance(resolver.answer_now(notify.to_wire()), AnswerNow)  # notimp
+        assert isinstance(resolver.answer_now(query(use_edns=1)), AnswerNow)  # badvers
 
     asyncio.run(body())
     assert dict(resolver.stats.outcomes) == {
@@ -507,8 +520,6 @@ def test_repeated_query_bytes_take_the_hit_path_with_their_own_id() -> None:
 
 
 def test_remembered_queries_are_bounded_and_never_answer_local_names() -> None:
-    from stubresolver import resolver as resolver_module
-
     resolver = make([Fake()], state=lambda: DOWN)
     for _ in range(3):
         reply = asyncio.run(resolve(resolver, query("localhost.")))
@@ -517,10 +528,130 @@ def test_remembered_queries_are_bounded_and_never_answer_local_names() -> None:
     up = make([Fake()])
     for i in range(50):
         up.answer_now(query(f"miss{i}.example."))
-    assert not up._seen  # only queries that hit are remembered
+    hot = up.decider.hot
+    assert len(hot) == 0  # only queries that hit are remembered
     assert up.cache is not None
-    for i in range(resolver_module._SEEN_MAX + 10):
+    hot.max_bytes = 64 * 1024
+    for i in range(2000):
         data = query(f"n{i}.example.")
         up.cache.store(wire.parse_query(data), answer_for(data), 1000.0)
         up.answer_now(data)
-    assert 0 < len(up._seen) <= resolver_module._SEEN_MAX
+        assert hot.size_bytes <= hot.max_bytes
+    assert 0 < len(hot) < 2000
+
+
+# --- bounds, re-probe and reload (issue 7) ------------------------------------------------
+
+
+def test_a_large_query_that_hits_is_not_remembered_and_the_memo_stays_in_budget() -> None:
+    from stubresolver.hotqueries import MAX_QUERY
+
+    up = make([Fake()])
+    assert up.cache is not None
+    pad = dns.edns.GenericOption(dns.edns.OptionType.make(65001), b"x" * 1100)
+    big = query("big.example.", use_edns=0, options=[pad])
+    assert len(big) > MAX_QUERY
+    up.cache.store(wire.parse_query(big), answer_for(big), 1000.0)
+    assert isinstance(up.answer_now(big), AnswerNow)  # a hit ...
+    assert len(up.decider.hot) == 0  # ... that pins nothing
+
+
+def test_waiters_per_flight_are_bounded_in_count() -> None:
+    fake = Fake()
+    resolver = make([fake])
+    resolver.flights.max_waiters = 5
+
+    async def body() -> list[dns.message.Message]:
+        fake.gate = asyncio.Event()
+        tasks = [
+            asyncio.ensure_future(resolve(resolver, query(msg_id=i, use_edns=0))) for i in range(8)
+        ]
+        await asyncio.sleep(0.01)
+        fake.gate.set()
+        return await asyncio.gather(*tasks)
+
+    replies = asyncio.run(body())
+    assert [r.rcode() for r in replies] == [dns.rcode.NOERROR] * 5 + [dns.rcode.SERVFAIL] * 3
+    assert ede(replies[-1]) == (0, "too many clients waiting for this name")
+    assert len(fake.sent) == 1
+    assert resolver.stats.outcomes[Outcome.SERVFAIL_BUSY] == 3
+    assert resolver.flights.waiter_bytes == 0  # all handed back
+
+
+def test_waiting_queries_are_bounded_in_bytes_over_all_flights() -> None:
+    from stubresolver.flights import WAITER_OVERHEAD
+
+    fake = Fake()
+    resolver = make([fake])
+    pad = dns.edns.GenericOption(dns.edns.OptionType.make(65001), b"x" * 700)
+    one = len(query("n0.example.", use_edns=0, options=[pad])) + WAITER_OVERHEAD
+    resolver.flights.max_waiter_bytes = 3 * one
+
+    async def body() -> list[dns.message.Message]:
+        fake.gate = asyncio.Event()
+        tasks = [
+            asyncio.ensure_future(
+                resolve(resolver, query(f"n{i}.example.", use_edns=0, options=[pad]))
+            )
+            for i in range(5)
+        ]
+        await asyncio.sleep(0.01)
+        assert resolver.flights.waiter_bytes <= 3 * one
+        fake.gate.set()
+        return await asyncio.gather(*tasks)
+
+    replies = asyncio.run(body())
+    assert [r.rcode() for r in replies] == [dns.rcode.NOERROR] * 3 + [dns.rcode.SERVFAIL] * 2
+    assert ede(replies[-1]) == (0, "too many queries waiting")
+    assert len(fake.sent) == 3  # a refused query starts no exchange
+    assert len(resolver.flights) == 0
+
+
+def test_tunnel_reprobe_after_send_errors_is_rate_limited() -> None:
+    probes: list[float] = []
+    clock = Clock()
+
+    def refresh() -> TunnelState:
+        probes.append(clock.now)
+        return UP
+
+    failing = Fake("udp://a", fail=UpstreamError("connect", "udp://a", "udp: ENETUNREACH"))
+    resolver = make([failing], clock=clock, refresh=refresh)
+
+    async def body() -> None:
+        for i in range(40):
+            await resolve(resolver, query(f"n{i}.example."))
+        clock.now += 1.0
+        await resolve(resolver, query("later.example."))
+
+    asyncio.run(body())
+    assert len(failing.sent) == 41
+    assert probes == [1000.0, 1001.0]  # one look per interval, not one per failure
+
+
+def test_a_reload_ends_the_old_resolvers_flights_and_sends_nothing_more() -> None:
+    slow = Fake("udp://slow")
+    never = MustNotBeCalled()
+    resolver = make([slow, never])
+
+    async def body() -> tuple[dns.message.Message, dns.message.Message]:
+        slow.gate = asyncio.Event()
+        task = asyncio.ensure_future(resolve(resolver, query(use_edns=0)))
+        await asyncio.sleep(0.01)
+        assert len(slow.sent) == 1
+        resolver.retire()
+        await asyncio.sleep(0)  # one loop turn: the reply was given inside retire()
+        assert task.done()
+        # The cancelled exchange fails; no failover to the next upstream follows.
+        slow.fail = UpstreamError("timeout", "udp://slow", "no answer")
+        slow.gate.set()
+        await asyncio.sleep(0.01)
+        late = await resolve(resolver, query("late.example.", use_edns=0))
+        return task.result(), late
+
+    reply, late = asyncio.run(body())
+    assert reply.rcode() == late.rcode() == dns.rcode.SERVFAIL
+    assert ede(reply) == (14, "configuration reloaded")
+    assert never.calls == []
+    assert len(slow.sent) == 1
+    assert slow.closed == 1  # its pools closed

@@ -33,6 +33,11 @@ def header(flags: int, qd: int = 1, an: int = 0, ns: int = 0, ar: int = 0) -> by
 
 
 QUESTION = b"\x03www\x07example\x00\x00\x01\x00\x01"
+OPT = b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00"
+# RDLEN 6, holding an option that claims 0x20 octets of data (4 + 32 > 6).
+OPT_OVERRUN = b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x06\x00\x08\x00\x20\x00\x01"
+OPT_HALF_OPTION = b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x02\x00\x08"
+A_RECORD = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\xc0\x00\x02\x01"
 
 
 # --- parse_query ---------------------------------------------------------------------------
@@ -89,6 +94,13 @@ def test_ecs_option_is_seen() -> None:
         (header(0x0100) + b"\x03www\x07exa", wire.FORMERR),
         (header(0x0100) + b"\x03www\x00\x00", wire.FORMERR),
         (header(0x0100, ar=1) + QUESTION + b"\x00\x00\x29\x10", wire.FORMERR),
+        # Malformed but parsable (issue 7): each is FORMERR for itself, never forwarded.
+        (header(0x0100) + QUESTION + b"\x00", wire.FORMERR),  # trailing byte
+        (header(0x0100, ar=1) + QUESTION + OPT + b"junk", wire.FORMERR),  # after the OPT
+        (header(0x0100, ar=1) + QUESTION + OPT_OVERRUN, wire.FORMERR),  # option past RDATA
+        (header(0x0100, ar=1) + QUESTION + OPT_HALF_OPTION, wire.FORMERR),  # 2 of 4 octets
+        (header(0x0100, an=1) + QUESTION + A_RECORD, wire.FORMERR),  # an answer in a query
+        (header(0x0100, ns=1) + QUESTION + A_RECORD, wire.FORMERR),  # authority in a query
     ],
 )
 def test_bad_queries(data: bytes, rcode: int | None) -> None:
