@@ -27,6 +27,7 @@ from upstream_servers import (
 from stubresolver import netbind, wire
 from stubresolver.config import UpstreamConfig
 from stubresolver.errors import ConfigError, UpstreamError
+from stubresolver.tunnel import ProbeResult, TunnelMonitor
 from stubresolver.tunnel_state import TunnelState
 from stubresolver.upstream.base import Awaited, Exchanger, Upstream, settle_future
 from stubresolver.upstream.factory import make_upstream
@@ -559,3 +560,30 @@ def _read_until_eof(conn: socket.socket) -> bytes:
     while chunk := conn.recv(65535):
         data += chunk
     return data
+
+
+def test_netbind_refuses_a_state_whose_epoch_the_monitor_has_left() -> None:
+    """Issue 7: a socket is made only for the monitor's current epoch."""
+    results = [
+        ProbeResult(up=True, ifname="lo", ifindex=1, addresses=("127.0.0.1",)),
+        ProbeResult(up=True, ifname="lo", ifindex=1, addresses=("127.0.0.1", "::1")),
+    ]
+    monitor = TunnelMonitor(["lo"], probe=lambda patterns: results[0])
+    first = monitor.refresh()
+    assert first.up and not first.stale
+    netbind.udp_socket(first, ("127.0.0.1", 53)).close()  # current: allowed
+    results.pop(0)
+    second = monitor.refresh()
+    assert second.epoch == first.epoch + 1
+    assert first.stale and not second.stale
+    with pytest.raises(UpstreamError) as info:
+        netbind.udp_socket(first, ("127.0.0.1", 53))
+    assert info.value.kind == "epoch"
+
+    async def connect_stale() -> None:
+        await netbind.tcp_connect(first, ("127.0.0.1", 53), 1.0)
+
+    with pytest.raises(UpstreamError) as info:
+        asyncio.run(connect_stale())
+    assert info.value.kind == "epoch"
+    netbind.udp_socket(second, ("127.0.0.1", 53)).close()
