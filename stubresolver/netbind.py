@@ -7,8 +7,9 @@ default route when the link goes down (DESIGN.md, kernel table). Options go on b
 connect(): a SYN sent before SO_BINDTODEVICE may already have left by the ISP link.
 
 Foreign errors are translated here: a down state or a missing address family gives
-UpstreamError(kind="tunnel"); a state whose epoch the monitor has left gives kind "epoch"; any OSError gives UpstreamError(kind="connect") naming the
-errno (ENODEV, ENETUNREACH, EADDRNOTAVAIL, ...). A socket is closed on any failure.
+UpstreamError(kind="tunnel"); a state whose epoch the monitor has left gives kind "epoch";
+any OSError gives UpstreamError(kind="connect") naming the errno (ENODEV, ENETUNREACH,
+EADDRNOTAVAIL, ...). A socket is closed on any failure.
 """
 
 from __future__ import annotations
