@@ -7,8 +7,9 @@ default route when the link goes down (DESIGN.md, kernel table). Options go on b
 connect(): a SYN sent before SO_BINDTODEVICE may already have left by the ISP link.
 
 Foreign errors are translated here: a down state or a missing address family gives
-UpstreamError(kind="tunnel"); any OSError gives UpstreamError(kind="connect") naming the
-errno (ENODEV, ENETUNREACH, EADDRNOTAVAIL, ...). A socket is closed on any failure.
+UpstreamError(kind="tunnel"); a state whose epoch the monitor has left gives kind "epoch";
+any OSError gives UpstreamError(kind="connect") naming the errno (ENODEV, ENETUNREACH,
+EADDRNOTAVAIL, ...). A socket is closed on any failure.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ def _prepare(
     """A non-blocking socket bound to the tunnel device and address; not yet connected."""
     if not state.up or not state.ifname:
         raise UpstreamError("tunnel", label, f"tunnel {state.label} down")
+    if state.stale:
+        # A state from before the last change: its device or address may be gone or
+        # re-created, and a socket made for it would cross the epoch (STYLE.md 11).
+        raise UpstreamError("epoch", label, f"tunnel changed (epoch {state.epoch} is stale)")
     host, port = dest
     try:
         ip = ipaddress.ip_address(host)

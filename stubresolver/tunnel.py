@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import fnmatch
@@ -158,6 +159,7 @@ def transition(old: TunnelState, result: ProbeResult) -> TunnelState:
         ifindex=result.ifindex,
         addresses=result.addresses,
         epoch=old.epoch + 1,
+        current_epoch=old.current_epoch,
     )
 
 
@@ -265,7 +267,7 @@ class TunnelMonitor:
         self.kinds = kinds
         self._probe: Probe = probe or self._system_probe
         self._skipped: tuple[tuple[str, str], ...] = ()
-        self._state: TunnelState = DOWN
+        self._state: TunnelState = dataclasses.replace(DOWN, current_epoch=self._current_epoch)
         self._subscribers: list[Subscriber] = []
         self._netlink: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -277,6 +279,9 @@ class TunnelMonitor:
     @property
     def state(self) -> TunnelState:
         return self._state
+
+    def _current_epoch(self) -> int:
+        return self._state.epoch
 
     @property
     def netlink_active(self) -> bool:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,15 @@ class TunnelState:
     ifindex: int | None
     addresses: tuple[str, ...]
     epoch: int
+    #: The publishing monitor's current epoch, read at use: netbind makes no socket for a
+    #: state that is no longer current (issue 7). None for a state no monitor published.
+    current_epoch: Callable[[], int] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def stale(self) -> bool:
+        """True once the monitor has published a newer epoch than this state's."""
+        current = self.current_epoch
+        return current is not None and current() != self.epoch
 
     def address_for(self, family: int) -> str | None:
         """The first tunnel address of ``family`` (AF_INET / AF_INET6), or None."""

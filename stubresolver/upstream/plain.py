@@ -1,7 +1,7 @@
 """Plain DNS upstreams inside the tunnel: ``udp://IP[:port]`` and ``tcp://IP[:port]``.
 
-UDP (RFC 1035 4.2.1): a fresh random 16-bit ID per query, sent on a random socket from a
-small pool of connected sockets with kernel-chosen random source ports (RFC 5452 9.2); a
+UDP (RFC 1035 4.2.1): a fresh random 16-bit ID per query, sent on a connected socket of its
+own with a kernel-chosen random source port (RFC 5452 9.2, see POOL_SIZE); a
 datagram is accepted only when it is a response whose ID and question match a query waiting
 on that socket (RFC 5452 4.1), anything else is ignored until the deadline. A truncated
 answer (TC=1) is retried over TCP to the same address and port (RFC 1035 4.2.1, RFC 7766 section 5).
@@ -115,12 +115,15 @@ async def tcp_query(
     return wire.with_id(answer, orig_id)
 
 
-# Sockets per upstream. Each is a connected socket on its own kernel-chosen random port; a
-# query goes out on a random one with a random ID, so an off-path spoofer must guess both
-# (RFC 5452 9.2), while reusing sockets saves the ~4x cost of a socket per query.
-POOL_SIZE = 16
-# After this many queries a socket is replaced, so its source port does not stay guessable.
-MAX_USES = 500
+# Source ports (RFC 5452 9.2, 10): every query goes out on a socket of its own, bound to a
+# fresh kernel-chosen random port, which is closed once its answer (or its deadline) is in,
+# as unbound does. An off-path spoofer must then guess port and ID for each query, and a
+# port learned by a side channel is worth nothing for the next one. At most POOL_SIZE such
+# sockets are open per upstream; past that (a burst of more queries in flight), a query
+# shares a random open socket, still under its own random ID.
+POOL_SIZE = 256
+# Queries a socket carries before it is closed (1: a fresh port per query).
+MAX_USES = 1
 # How often a pool looks for queries past their deadline (seconds).
 SWEEP_INTERVAL = 0.05
 
@@ -174,11 +177,15 @@ class UdpPool:
             self._loop = loop
         if len(self._socks) < self.size:
             return self._open(state)
-        pooled = self._socks[random_below(len(self._socks))]
+        return self._socks[random_below(len(self._socks))]
+
+    def _retire_if_spent(self, pooled: _PooledSocket) -> bool:
+        """Close a socket that has carried its queries and waits for none: its port is
+        never used again (RFC 5452 10)."""
         if pooled.uses >= MAX_USES and not pooled.pending:
             self._drop(pooled, None)
-            return self._open(state)
-        return pooled
+            return True
+        return False
 
     def _open(self, state: TunnelState) -> _PooledSocket:
         sock = netbind.udp_socket(state, self.dest, upstream=self.label)
@@ -214,6 +221,8 @@ class UdpPool:
                 continue
             del pooled.pending[msg_id]
             entry[1](msg, None)
+            if self._retire_if_spent(pooled):
+                return
 
     def _drop(self, pooled: _PooledSocket, error: UpstreamError | None) -> None:
         if pooled in self._socks:
@@ -270,14 +279,17 @@ class UdpPool:
             for msg_id in expired:
                 entry = pooled.pending.pop(msg_id)
                 entry[1](None, _timeout(self.label, entry[3]))
+            if expired and pooled in self._socks:
+                self._retire_if_spent(pooled)
             waiting = waiting or bool(pooled.pending)
         if waiting and self._sweeper is None:
             self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
 
-    @staticmethod
-    def _withdraw(pooled: _PooledSocket, msg_id: int, entry: _Pending) -> None:
+    def _withdraw(self, pooled: _PooledSocket, msg_id: int, entry: _Pending) -> None:
         if pooled.pending.get(msg_id) is entry:
             del pooled.pending[msg_id]
+            if pooled in self._socks:
+                self._retire_if_spent(pooled)
 
     async def exchange(
         self, query: bytes, key: bytes, state: TunnelState, deadline: float

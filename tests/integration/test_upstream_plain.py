@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import socket
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from upstream_servers import (
 from stubresolver import netbind, wire
 from stubresolver.config import UpstreamConfig
 from stubresolver.errors import ConfigError, UpstreamError
+from stubresolver.tunnel import ProbeResult, TunnelMonitor
 from stubresolver.tunnel_state import TunnelState
 from stubresolver.upstream.base import Awaited, Exchanger, Upstream, settle_future
 from stubresolver.upstream.factory import make_upstream
@@ -319,11 +321,11 @@ def test_udp_cancellation_leaves_no_waiter_and_close_closes_socket(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        # The pooled socket stays for the next query, with nothing left waiting on it...
+        # Nothing is left waiting, and the query's own socket is closed with it: its port
+        # is never used again (RFC 5452 10).
         assert len(made) == 1
-        assert made[0].fileno() != -1
-        assert not any(p.pending for p in up.pool._socks)
-        # ...and closing the upstream (as every tunnel epoch does) closes it.
+        assert made[0].fileno() == -1
+        assert up.pool.open_sockets == 0
         await up.close()
 
     with ScriptedUdpServer() as server:
@@ -559,3 +561,57 @@ def _read_until_eof(conn: socket.socket) -> bytes:
     while chunk := conn.recv(65535):
         data += chunk
     return data
+
+
+def test_netbind_refuses_a_state_whose_epoch_the_monitor_has_left() -> None:
+    """Issue 7: a socket is made only for the monitor's current epoch."""
+    results = [
+        ProbeResult(up=True, ifname="lo", ifindex=1, addresses=("127.0.0.1",)),
+        ProbeResult(up=True, ifname="lo", ifindex=1, addresses=("127.0.0.1", "::1")),
+    ]
+    monitor = TunnelMonitor(["lo"], probe=lambda patterns: results[0])
+    first = monitor.refresh()
+    assert first.up and not first.stale
+    netbind.udp_socket(first, ("127.0.0.1", 53)).close()  # current: allowed
+    results.pop(0)
+    second = monitor.refresh()
+    assert second.epoch == first.epoch + 1
+    assert first.stale and not second.stale
+    with pytest.raises(UpstreamError) as info:
+        netbind.udp_socket(first, ("127.0.0.1", 53))
+    assert info.value.kind == "epoch"
+
+    async def connect_stale() -> None:
+        await netbind.tcp_connect(first, ("127.0.0.1", 53), 1.0)
+
+    with pytest.raises(UpstreamError) as info:
+        asyncio.run(connect_stale())
+    assert info.value.kind == "epoch"
+    netbind.udp_socket(second, ("127.0.0.1", 53)).close()
+
+
+def test_every_udp_query_gets_a_fresh_source_port_rfc5452() -> None:
+    """Issue 7: 60 consecutive queries used 15 distinct source ports; now each query has a
+    socket of its own, closed once answered, so no port is ever used twice in a row."""
+    ports: list[int] = []
+
+    def record(server: ScriptedUdpServer, data: bytes, peer: tuple[str, int]) -> None:
+        ports.append(peer[1])
+        r = dns.message.make_response(dns.message.from_wire(data))
+        server.sock.sendto(r.to_wire(), peer)
+
+    with ScriptedUdpServer(script=record) as server:
+        up = UdpUpstream(cfg("udp", server.addr, server.port))
+
+        async def body() -> int:
+            for i in range(60):
+                await up.exchange(query(f"n{i}.example."), LO)
+            left = up.pool.open_sockets
+            await up.close()
+            return left
+
+        left_open = asyncio.run(body())
+    assert len(ports) == 60
+    assert len(set(ports)) >= 58  # the kernel may hand a closed port out again, rarely
+    assert all(a != b for a, b in itertools.pairwise(ports))
+    assert left_open == 0  # answered sockets are closed, not kept
