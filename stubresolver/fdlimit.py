@@ -1,9 +1,10 @@
 """File descriptors the daemon may need at once, and raising the soft limit to fit.
 
-Every bound in the config is a count of sockets in the end: a forward holds one socket (a
-UDP socket of its own, a tcp:// connection, or the TCP retry after a truncated UDP answer),
-and each client TCP connection is one. Running out of descriptors would turn into SERVFAIL
-for everyone, so the limit is sized from the config, not left at the usual 1024.
+Every bound in the config is a count of sockets in the end: a forward may hold a socket (a
+tcp:// connection, the TCP retry after a truncated UDP answer, a UDP socket on its last
+query), each client TCP connection is one, and each plain UDP upstream keeps a pool.
+Running out of descriptors would turn into SERVFAIL for everyone, so the limit is sized
+from the config, not left at the usual 1024.
 """
 
 from __future__ import annotations
@@ -24,12 +25,11 @@ _OVERHEAD = 64
 def fd_budget(config: Config) -> int:
     """Descriptors needed when every bound in ``config`` is reached at once."""
     return (
-        # A forward holds one socket at a time: a UDP socket of its own (plain.POOL_SIZE),
-        # a TCP connection, or the TCP retry after TC.
+        # A forward holds at most one socket of its own: a TCP connection, the TCP retry
+        # after TC, or a spent UDP socket waiting for its last answer.
         config.server.max_forwards
         + config.server.tcp_max_connections
-        # The sockets of the epoch before, still closing beside the new ones.
-        + min(POOL_SIZE * len(config.upstreams), config.server.max_forwards)
+        + 2 * POOL_SIZE * len(config.upstreams)  # UDP sockets in rotation, and an epoch's before
         + 2 * len(config.listen)
         + _OVERHEAD
     )

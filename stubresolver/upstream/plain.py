@@ -1,7 +1,8 @@
 """Plain DNS upstreams inside the tunnel: ``udp://IP[:port]`` and ``tcp://IP[:port]``.
 
-UDP (RFC 1035 4.2.1): a fresh random 16-bit ID per query, sent on a connected socket of its
-own with a kernel-chosen random source port (RFC 5452 9.2, see POOL_SIZE); a
+UDP (RFC 1035 4.2.1): a fresh random 16-bit ID per query, sent on a random one of a pool of
+short-lived connected sockets with kernel-chosen random source ports (RFC 5452 9.2, see
+POOL_SIZE); a
 datagram is accepted only when it is a response whose ID and question match a query waiting
 on that socket (RFC 5452 4.1), anything else is ignored until the deadline. A truncated
 answer (TC=1) is retried over TCP to the same address and port (RFC 1035 4.2.1, RFC 7766 section 5).
@@ -115,15 +116,17 @@ async def tcp_query(
     return wire.with_id(answer, orig_id)
 
 
-# Source ports (RFC 5452 9.2, 10): every query goes out on a socket of its own, bound to a
-# fresh kernel-chosen random port, which is closed once its answer (or its deadline) is in,
-# as unbound does. An off-path spoofer must then guess port and ID for each query, and a
-# port learned by a side channel is worth nothing for the next one. At most POOL_SIZE such
-# sockets are open per upstream; past that (a burst of more queries in flight), a query
-# shares a random open socket, still under its own random ID.
-POOL_SIZE = 256
-# Queries a socket carries before it is closed (1: a fresh port per query).
-MAX_USES = 1
+# Source ports (RFC 5452 9.2, 10). Each socket is connected on its own kernel-chosen random
+# port; a query goes out on a random one of up to POOL_SIZE under a random ID, so a blind
+# spoofer must guess port and ID. A socket carries at most MAX_USES queries and is used for
+# at most MAX_AGE seconds, then leaves the rotation and closes once its last answer is in:
+# a port learned by a side channel (SAD DNS scans for seconds) is gone before it helps, and
+# 60 consecutive queries go out on 60 ports. A fresh socket for every query, as unbound
+# does, would cost about 15 us of CPU each (socket, SO_BINDTODEVICE, bind, connect, epoll,
+# close: bench/udp_socket_cost.py) on a forward of about 40 us; MAX_USES spreads it.
+POOL_SIZE = 64
+MAX_USES = 4
+MAX_AGE = 10.0
 # How often a pool looks for queries past their deadline (seconds).
 SWEEP_INTERVAL = 0.05
 
@@ -133,10 +136,11 @@ _Pending = tuple[bytes, "Done", float, float]
 
 
 class _PooledSocket:
-    __slots__ = ("pending", "sock", "uses")
+    __slots__ = ("born", "pending", "sock", "uses")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, born: float) -> None:
         self.sock = sock
+        self.born = born
         self.uses = 0
         # wire ID -> (question key, completion callback, deadline, timeout for the message)
         self.pending: dict[int, _Pending] = {}
@@ -158,7 +162,8 @@ class UdpPool:
         self.dest = dest
         self.label = label
         self.size = size
-        self._socks: list[_PooledSocket] = []
+        self._socks: list[_PooledSocket] = []  # in rotation
+        self._retiring: set[_PooledSocket] = set()  # spent: closed when their answers are in
         self._epoch: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
@@ -167,7 +172,7 @@ class UdpPool:
 
     @property
     def open_sockets(self) -> int:
-        return len(self._socks)
+        return len(self._socks) + len(self._retiring)
 
     def _pick(self, state: TunnelState) -> _PooledSocket:
         loop = asyncio.get_running_loop()
@@ -177,19 +182,29 @@ class UdpPool:
             self._loop = loop
         if len(self._socks) < self.size:
             return self._open(state)
-        return self._socks[random_below(len(self._socks))]
+        pooled = self._socks[random_below(len(self._socks))]
+        if loop.time() - pooled.born >= MAX_AGE:
+            self._retire(pooled)
+            return self._open(state)
+        return pooled
+
+    def _retire(self, pooled: _PooledSocket) -> None:
+        """Take a socket out of the rotation: its port carries no new query (RFC 5452 10),
+        and it closes as soon as no answer is awaited on it."""
+        if pooled in self._socks:
+            self._socks.remove(pooled)
+            self._retiring.add(pooled)
+        self._retire_if_spent(pooled)
 
     def _retire_if_spent(self, pooled: _PooledSocket) -> bool:
-        """Close a socket that has carried its queries and waits for none: its port is
-        never used again (RFC 5452 10)."""
-        if pooled.uses >= MAX_USES and not pooled.pending:
+        if pooled in self._retiring and not pooled.pending:
             self._drop(pooled, None)
             return True
         return False
 
     def _open(self, state: TunnelState) -> _PooledSocket:
         sock = netbind.udp_socket(state, self.dest, upstream=self.label)
-        pooled = _PooledSocket(sock)
+        pooled = _PooledSocket(sock, asyncio.get_running_loop().time())
         try:
             asyncio.get_running_loop().add_reader(sock.fileno(), self._readable, pooled)
         except BaseException:
@@ -227,6 +242,7 @@ class UdpPool:
     def _drop(self, pooled: _PooledSocket, error: UpstreamError | None) -> None:
         if pooled in self._socks:
             self._socks.remove(pooled)
+        self._retiring.discard(pooled)
         # No running loop (closing at exit) or already closed: nothing to unregister.
         with contextlib.suppress(RuntimeError, ValueError, OSError):
             asyncio.get_running_loop().remove_reader(pooled.sock.fileno())
@@ -256,6 +272,8 @@ class UdpPool:
         if self._sweeper is None:
             self._sweeper = loop.call_later(SWEEP_INTERVAL, self._sweep)
         pooled.uses += 1
+        if pooled.uses >= MAX_USES:
+            self._retire(pooled)  # this query is its last
         try:
             pooled.sock.send(wire.with_id(query, msg_id))
         except (BlockingIOError, InterruptedError):
@@ -274,12 +292,12 @@ class UdpPool:
         loop = asyncio.get_running_loop()
         now = loop.time()
         waiting = False
-        for pooled in list(self._socks):
+        for pooled in [*self._socks, *self._retiring]:
             expired = [i for i, entry in pooled.pending.items() if entry[2] <= now]
             for msg_id in expired:
                 entry = pooled.pending.pop(msg_id)
                 entry[1](None, _timeout(self.label, entry[3]))
-            if expired and pooled in self._socks:
+            if expired:
                 self._retire_if_spent(pooled)
             waiting = waiting or bool(pooled.pending)
         if waiting and self._sweeper is None:
@@ -288,8 +306,7 @@ class UdpPool:
     def _withdraw(self, pooled: _PooledSocket, msg_id: int, entry: _Pending) -> None:
         if pooled.pending.get(msg_id) is entry:
             del pooled.pending[msg_id]
-            if pooled in self._socks:
-                self._retire_if_spent(pooled)
+            self._retire_if_spent(pooled)
 
     async def exchange(
         self, query: bytes, key: bytes, state: TunnelState, deadline: float
@@ -305,7 +322,7 @@ class UdpPool:
 
     def close(self) -> None:
         """Drop every socket; queries waiting on them fail with kind ``epoch``."""
-        for pooled in list(self._socks):
+        for pooled in [*self._socks, *self._retiring]:
             self._drop(pooled, None)
         if self._sweeper is not None:
             self._sweeper.cancel()

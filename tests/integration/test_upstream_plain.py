@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import socket
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 import dns.flags
@@ -30,9 +30,10 @@ from stubresolver.config import UpstreamConfig
 from stubresolver.errors import ConfigError, UpstreamError
 from stubresolver.tunnel import ProbeResult, TunnelMonitor
 from stubresolver.tunnel_state import TunnelState
+from stubresolver.upstream import plain
 from stubresolver.upstream.base import Awaited, Exchanger, Upstream, settle_future
 from stubresolver.upstream.factory import make_upstream
-from stubresolver.upstream.plain import POOL_SIZE, TcpUpstream, UdpUpstream
+from stubresolver.upstream.plain import MAX_USES, POOL_SIZE, TcpUpstream, UdpUpstream
 
 LO = TunnelState(up=True, ifname="lo", ifindex=1, addresses=("127.0.0.1", "::1"), epoch=1)
 LO_DOWN = TunnelState(up=False, ifname="lo", ifindex=1, addresses=("127.0.0.1", "::1"), epoch=2)
@@ -321,12 +322,13 @@ def test_udp_cancellation_leaves_no_waiter_and_close_closes_socket(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        # Nothing is left waiting, and the query's own socket is closed with it: its port
-        # is never used again (RFC 5452 10).
+        # The socket stays for later queries, with nothing left waiting on it...
         assert len(made) == 1
-        assert made[0].fileno() == -1
-        assert up.pool.open_sockets == 0
+        assert made[0].fileno() != -1
+        assert not any(p.pending for p in up.pool._socks)
+        # ...and closing the upstream (as every tunnel epoch does) closes it.
         await up.close()
+        assert made[0].fileno() == -1
 
     with ScriptedUdpServer() as server:
         asyncio.run(body(server.port))
@@ -590,9 +592,9 @@ def test_netbind_refuses_a_state_whose_epoch_the_monitor_has_left() -> None:
     netbind.udp_socket(second, ("127.0.0.1", 53)).close()
 
 
-def test_every_udp_query_gets_a_fresh_source_port_rfc5452() -> None:
-    """Issue 7: 60 consecutive queries used 15 distinct source ports; now each query has a
-    socket of its own, closed once answered, so no port is ever used twice in a row."""
+def test_source_ports_are_spread_and_short_lived_rfc5452() -> None:
+    """Issue 7: 60 consecutive queries used 15 distinct source ports. Now they use 60, and
+    over 400 queries no port carries more than MAX_USES of them; spent sockets close."""
     ports: list[int] = []
 
     def record(server: ScriptedUdpServer, data: bytes, peer: tuple[str, int]) -> None:
@@ -604,14 +606,39 @@ def test_every_udp_query_gets_a_fresh_source_port_rfc5452() -> None:
         up = UdpUpstream(cfg("udp", server.addr, server.port))
 
         async def body() -> int:
-            for i in range(60):
+            for i in range(400):
                 await up.exchange(query(f"n{i}.example."), LO)
             left = up.pool.open_sockets
             await up.close()
             return left
 
         left_open = asyncio.run(body())
-    assert len(ports) == 60
-    assert len(set(ports)) >= 58  # the kernel may hand a closed port out again, rarely
-    assert all(a != b for a, b in itertools.pairwise(ports))
-    assert left_open == 0  # answered sockets are closed, not kept
+    assert len(ports) == 400
+    assert len(set(ports[:60])) >= 58  # the kernel may hand a closed port out again, rarely
+    assert max(Counter(ports).values()) <= MAX_USES
+    assert len(set(ports)) >= 400 // MAX_USES
+    assert left_open <= POOL_SIZE  # spent sockets were closed, not kept
+
+
+def test_a_socket_leaves_the_rotation_after_max_age(monkeypatch: pytest.MonkeyPatch) -> None:
+    ports: list[int] = []
+
+    def record(server: ScriptedUdpServer, data: bytes, peer: tuple[str, int]) -> None:
+        ports.append(peer[1])
+        r = dns.message.make_response(dns.message.from_wire(data))
+        server.sock.sendto(r.to_wire(), peer)
+
+    monkeypatch.setattr(plain, "MAX_AGE", 0.2)
+    with ScriptedUdpServer(script=record) as server:
+        up = UdpUpstream(cfg("udp", server.addr, server.port))
+        up.pool.size = 1  # one socket in rotation: the second query must reuse it
+
+        async def body() -> None:
+            await up.exchange(query("a.example."), LO)
+            await up.exchange(query("b.example."), LO)  # the same young socket
+            await asyncio.sleep(0.3)
+            await up.exchange(query("c.example."), LO)  # too old: a new one
+            await up.close()
+
+        asyncio.run(body())
+    assert ports[0] == ports[1] != ports[2]
