@@ -15,7 +15,7 @@ import argparse
 import os
 import statistics
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,14 +23,19 @@ if __package__ in (None, ""):  # run as `python bench/encrypted.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import run as base
-from bench.pki import make_pki
+from testkit.pki import make_pki
+from testkit.ports import free_port, free_ports
+from testkit.procfs import upstream_connections
+from testkit.stubconfig import encrypted_stub_config, upstream_url
+from testkit.targets import median_ratio, rotate
+from testkit.unbound import DOH_PATH, bench_forwarder_config, bench_tls_config
+from testkit.zones import HIT_NAMES
 
 TLS_UPSTREAM_IP = "127.0.40.10"  # unbound: plain (readiness only), DoT, DoH
 FORWARDER_IP = "127.0.40.11"  # unbound, forward-tls-upstream to TLS_UPSTREAM_IP
 STUB_DOT_IP = "127.0.40.12"  # stubresolver, tls:// upstream
 STUB_DOH_IP = "127.0.40.13"  # stubresolver, https:// upstream
 AUTH_NAME = "dns.bench.example"
-DOH_PATH = "/dns-query"
 
 FRONT_ENDS = ("stub-dot", "stub-doh", "unbound-fwd")
 REFERENCE = "unbound-fwd"
@@ -42,165 +47,7 @@ MAX_QPS_ENCRYPTED = 40_000
 MAX_QPS_DIRECT = 80_000
 
 
-# ---------------------------------------------------------------- pure helpers (tested)
-
-
-def zone_lines(names: int = base.HIT_NAMES) -> Iterator[str]:
-    """unbound ``local-zone``/``local-data`` lines of the bench zone (as in run.py)."""
-    yield f'  local-zone: "{base.ZONE}" static'
-    yield f'  local-zone: "{base.WILDCARD_ZONE}" redirect'
-    yield f'  local-data: "{base.WILDCARD_ZONE} {base.WILDCARD_TTL} IN A 10.255.0.1"'
-    for i in range(names):
-        yield f'  local-data: "{base.hit_name(i)}. {base.HIT_TTL} IN A {base.hit_address(i)}"'
-
-
-def _server_common(workdir: str) -> list[str]:
-    return [
-        "  do-ip4: yes",
-        "  do-ip6: no",
-        '  username: ""',
-        '  chroot: ""',
-        f'  directory: "{workdir}"',
-        '  pidfile: ""',
-        "  do-daemonize: no",
-        "  use-syslog: no",
-        "  verbosity: 0",
-        "  log-queries: no",
-        "  log-replies: no",
-        "  num-threads: 1",
-        "  so-reuseport: no",
-        "  msg-cache-size: 64m",
-        "  rrset-cache-size: 128m",
-        "  access-control: 127.0.0.0/8 allow",
-        "  incoming-num-tcp: 256",
-        '  module-config: "iterator"',
-    ]
-
-
-def tls_upstream_config(
-    plain_port: int, dot_port: int, doh_port: int, workdir: str, key: str, cert: str,
-    names: int = base.HIT_NAMES,
-) -> str:  # fmt: skip
-    """unbound.conf text: the bench zone over plain DNS (``plain_port``, for the readiness
-    probe), DoT (``dot_port``) and DoH (``doh_port``, path ``/dns-query``)."""
-    lines = [
-        "server:",
-        f"  interface: {TLS_UPSTREAM_IP}@{plain_port}",
-        f"  interface: {TLS_UPSTREAM_IP}@{dot_port}",
-        f"  interface: {TLS_UPSTREAM_IP}@{doh_port}",
-        f"  port: {plain_port}",
-        f"  tls-port: {dot_port}",
-        f"  https-port: {doh_port}",
-        f'  tls-service-key: "{key}"',
-        f'  tls-service-pem: "{cert}"',
-        f'  http-endpoint: "{DOH_PATH}"',
-        "  do-udp: yes",
-        "  do-tcp: yes",
-        *_server_common(workdir),
-        *zone_lines(names),
-        "remote-control:",
-        "  control-enable: no",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def forwarder_config(port: int, dot_port: int, ca_file: str, workdir: str) -> str:
-    """unbound.conf text: a caching forwarder on FORWARDER_IP that sends everything to the
-    TLS upstream over DoT, verifying its certificate for AUTH_NAME against ``ca_file``."""
-    lines = [
-        "server:",
-        f"  interface: {FORWARDER_IP}@{port}",
-        f"  port: {port}",
-        "  do-udp: yes",
-        "  do-tcp: yes",
-        "  do-not-query-localhost: no",
-        f'  tls-cert-bundle: "{ca_file}"',
-        *_server_common(workdir),
-        "forward-zone:",
-        '  name: "."',
-        "  forward-tls-upstream: yes",
-        f"  forward-addr: {TLS_UPSTREAM_IP}@{dot_port}#{AUTH_NAME}",
-        "remote-control:",
-        "  control-enable: no",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def upstream_url(scheme: str, ip: str, port: int) -> str:
-    """``tls://IP:PORT#name`` or ``https://IP:PORT/dns-query#name``."""
-    if scheme == "tls":
-        return f"tls://{ip}:{port}#{AUTH_NAME}"
-    if scheme == "https":
-        return f"https://{ip}:{port}{DOH_PATH}#{AUTH_NAME}"
-    raise ValueError(f"not an encrypted scheme: {scheme!r}")
-
-
-def stub_config(listen_ip: str, listen_port: int, url: str, ca_file: str, state_dir: str) -> str:
-    """stubresolver YAML: one encrypted upstream (a mapping with ``ca_file``), on ``lo``."""
-    return "\n".join(
-        [
-            f'listen: ["{listen_ip}:{listen_port}"]',
-            "tunnel:",
-            '  interfaces: ["lo"]',
-            "  poll_interval: 5.0",
-            "upstreams:",
-            f'  - url: "{url}"',
-            f'    ca_file: "{ca_file}"',
-            "cache:",
-            "  enabled: true",
-            "  max_entries: 400000",
-            "  max_bytes: 134217728",
-            "logging:",
-            "  level: warning",
-            "  queries: false",
-            f"state_dir: {state_dir}",
-            'control_socket: ""',  # no control socket needed for measuring
-            "",
-        ]
-    )
-
-
-def rotate(items: Sequence[str], rnd: int) -> list[str]:
-    """The run order of round ``rnd`` (1-based): each round starts one place further."""
-    k = (rnd - 1) % len(items) if items else 0
-    return [*items[k:], *items[:k]]
-
-
-def tcp_inodes_to(proc_net_tcp: str, ip: str, port: int) -> set[int]:
-    """Socket inodes of ESTABLISHED IPv4 connections to ``ip:port`` in /proc/net/tcp text."""
-    octets = [int(x) for x in ip.split(".")]
-    want = f"{bytes(reversed(octets)).hex().upper()}:{port:04X}"
-    out: set[int] = set()
-    for line in proc_net_tcp.splitlines()[1:]:
-        f = line.split()
-        if len(f) >= 10 and f[2] == want and f[3] == "01":
-            out.add(int(f[9]))
-    return out
-
-
-# ---------------------------------------------------------------- PKI (openssl CLI)
-
-
 # ---------------------------------------------------------------- measuring
-
-
-def upstream_connections(pid: int, ip: str, port: int) -> int:
-    """Established TCP connections that process ``pid`` holds to ``ip:port`` right now."""
-    try:
-        inodes = tcp_inodes_to(Path(f"/proc/{pid}/net/tcp").read_text(), ip, port)
-        mine = 0
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                link = os.readlink(fd)
-            except OSError:
-                continue
-            if link.startswith("socket:[") and int(link[8:-1]) in inodes:
-                mine += 1
-        return mine
-    except OSError:
-        return -1
 
 
 @dataclass
@@ -235,36 +82,44 @@ def run_encrypted(
 
     # ---- PKI and servers
     pki = make_pki(workdir, AUTH_NAME, (TLS_UPSTREAM_IP,), label="bench")
-    plain, dot, doh = (base.free_port(TLS_UPSTREAM_IP) for _ in range(3))
-    while len({plain, dot, doh}) < 3:  # pragma: no cover - free_port races with itself
-        dot, doh = base.free_port(TLS_UPSTREAM_IP), base.free_port(TLS_UPSTREAM_IP)
+    plain, dot, doh = free_ports(TLS_UPSTREAM_IP, 3)
     conf = workdir / "unbound-tls.conf"
-    conf.write_text(tls_upstream_config(plain, dot, doh, str(workdir), str(pki.key), str(pki.cert)))
+    conf.write_text(
+        bench_tls_config(
+            TLS_UPSTREAM_IP, plain, dot, doh, str(workdir), str(pki.key), str(pki.cert), HIT_NAMES
+        )
+    )
     print(f"starting unbound DoT :{dot} / DoH :{doh} on {TLS_UPSTREAM_IP}", flush=True)
     upstream = harness.spawn(
         "unbound-tls", TLS_UPSTREAM_IP, plain, ["unbound", "-d", "-c", str(conf)]
     )
 
-    fport = base.free_port(FORWARDER_IP)
+    fport = free_port(FORWARDER_IP)
     fconf = workdir / "unbound-fwd.conf"
-    fconf.write_text(forwarder_config(fport, dot, str(pki.ca), str(workdir)))
+    fconf.write_text(
+        bench_forwarder_config(
+            FORWARDER_IP, fport, TLS_UPSTREAM_IP, dot, AUTH_NAME, str(pki.ca), str(workdir)
+        )
+    )
     print(f"starting unbound forwarder (DoT) on {FORWARDER_IP}:{fport}", flush=True)
     forwarder = harness.spawn(
         "unbound-fwd", FORWARDER_IP, fport, ["unbound", "-d", "-c", str(fconf)]
     )
 
     def start_stub(name: str, ip: str, url: str) -> base.Server:
-        port = base.free_port(ip)
+        port = free_port(ip)
         state = workdir / f"{name}-state"
         state.mkdir(exist_ok=True)
         yaml = workdir / f"{name}.yaml"
-        yaml.write_text(stub_config(ip, port, url, str(pki.ca), str(state)))
+        yaml.write_text(encrypted_stub_config(ip, port, url, str(pki.ca), str(state)))
         print(f"starting {name} on {ip}:{port} -> {url}", flush=True)
         argv = [sys.executable, "-m", "stubresolver", "run", "--config", str(yaml)]
         return harness.spawn(name, ip, port, argv)
 
-    stub_dot = start_stub("stub-dot", STUB_DOT_IP, upstream_url("tls", TLS_UPSTREAM_IP, dot))
-    stub_doh = start_stub("stub-doh", STUB_DOH_IP, upstream_url("https", TLS_UPSTREAM_IP, doh))
+    dot_url = upstream_url("tls", TLS_UPSTREAM_IP, dot, AUTH_NAME, DOH_PATH)
+    doh_url = upstream_url("https", TLS_UPSTREAM_IP, doh, AUTH_NAME, DOH_PATH)
+    stub_dot = start_stub("stub-dot", STUB_DOT_IP, dot_url)
+    stub_doh = start_stub("stub-doh", STUB_DOH_IP, doh_url)
     fronts = {"stub-dot": stub_dot, "stub-doh": stub_doh, "unbound-fwd": forwarder}
     for name, srv in fronts.items():
         print(f"  {name}: first answer after {srv.start_s * 1000:.0f} ms", flush=True)
@@ -320,7 +175,7 @@ def run_encrypted(
             workdir, srv, files.hits, proto="udp", duration=60, settings=settings, once=True,
             label=f"warm-{name}",
         )  # fmt: skip
-        if res.completed < base.HIT_NAMES or res.rcodes.get("NOERROR", 0) < res.completed:
+        if res.completed < HIT_NAMES or res.rcodes.get("NOERROR", 0) < res.completed:
             note(f"warm-up of {name}: {res.completed} answers, rcodes {res.rcodes}")
 
     # ---- reference: dnsperf's DoT and DoH clients straight at the TLS upstream
@@ -378,7 +233,7 @@ def _paired(num: list[base.Sample], den: list[base.Sample], attr: str) -> float 
         if x is not None and y is not None:
             a.append(float(x))
             b.append(float(y))
-    return base.median_ratio(a, b)
+    return median_ratio(a, b)
 
 
 def summarize(report: EncReport) -> None:

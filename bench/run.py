@@ -11,24 +11,34 @@ Timings live here and in the closing note of issue 4, never in pass/fail tests.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Protocol, TypeVar
+
+if __package__ in (None, ""):  # run as `python bench/run.py`: testkit is at the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from testkit.dnsperf import DnsperfResult, parse_dnsperf
+from testkit.dnsprobe import wait_first_answer
+from testkit.ports import free_port
+from testkit.processes import start, stop_popen
+from testkit.procfs import CLK_TCK, cpu_ticks, rss_kb
+from testkit.stubconfig import plain_stub_config
+from testkit.targets import TARGETS, median_ratio
+from testkit.unbound import bench_config
+from testkit.zones import HIT_NAMES, hit_name, hit_query_lines, unique_query_lines, write_lines
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,286 +47,12 @@ DNSMASQ_IP = "127.0.40.2"
 STUB_IP = "127.0.40.3"
 DNSMASQ_FWD_IP = "127.0.40.4"
 
-ZONE = "bench.example."
-WILDCARD_ZONE = "u.bench.example."
-HIT_NAMES = 10_000
-HIT_TTL = 3600
-WILDCARD_TTL = 300
 FILL_ENTRIES = 100_000
 
 DNSMASQ_HIT_CACHE = 10_000  # large enough for the 10,000 hit names
 DNSMASQ_DEFAULT_CACHE = 150  # dnsmasq's built-in default: the forwarding yardstick
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-# ---------------------------------------------------------------- pure helpers (tested)
-
-
-def hit_name(i: int) -> str:
-    """The i-th name of the static zone (no trailing dot, as dnsperf query files want)."""
-    return f"h{i}.{ZONE.rstrip('.')}"
-
-
-def hit_address(i: int) -> str:
-    return f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
-
-
-def unbound_config(port: int, workdir: str, names: int = HIT_NAMES) -> str:
-    """unbound.conf text: a fast single-thread server answering only from local data.
-
-    ``bench.example.`` is a static zone with ``names`` A records; ``u.bench.example.`` is a
-    redirect zone, so every name under it gets the apex's A record: a wildcard that lets
-    each forwarded query use a never-seen name.
-    """
-    lines = [
-        "server:",
-        f"  interface: {UPSTREAM_IP}@{port}",
-        f"  port: {port}",
-        "  do-ip4: yes",
-        "  do-ip6: no",
-        "  do-udp: yes",
-        "  do-tcp: yes",
-        '  username: ""',
-        '  chroot: ""',
-        f'  directory: "{workdir}"',
-        '  pidfile: ""',
-        "  do-daemonize: no",
-        "  use-syslog: no",
-        "  verbosity: 0",
-        "  log-queries: no",
-        "  log-replies: no",
-        "  num-threads: 1",
-        "  msg-cache-size: 64m",
-        "  rrset-cache-size: 128m",
-        "  do-not-query-localhost: no",
-        "  access-control: 127.0.0.0/8 allow",
-        "  incoming-num-tcp: 256",
-        '  module-config: "iterator"',
-        f'  local-zone: "{ZONE}" static',
-        f'  local-zone: "{WILDCARD_ZONE}" redirect',
-        f'  local-data: "{WILDCARD_ZONE} {WILDCARD_TTL} IN A 10.255.0.1"',
-    ]
-    lines.extend(
-        f'  local-data: "{hit_name(i)}. {HIT_TTL} IN A {hit_address(i)}"' for i in range(names)
-    )
-    lines += ["remote-control:", "  control-enable: no", ""]
-    return "\n".join(lines)
-
-
-def stub_config(listen_port: int, upstream_port: int, state_dir: str) -> str:
-    """stubresolver YAML for the bench (keys from notes/contracts.md)."""
-    return "\n".join(
-        [
-            f'listen: ["{STUB_IP}:{listen_port}"]',
-            "tunnel:",
-            '  interfaces: ["lo"]',
-            "  poll_interval: 5.0",
-            "upstreams:",
-            f"  - udp://{UPSTREAM_IP}:{upstream_port}",
-            "cache:",
-            "  enabled: true",
-            # Room for the 100,000-entry RSS measurement plus the 10,000 hit names.
-            "  max_entries: 200000",
-            "  max_bytes: 67108864",
-            "logging:",
-            "  level: warning",
-            "  queries: false",
-            f"state_dir: {state_dir}",
-            'control_socket: ""',  # no control socket needed for measuring
-            "",
-        ]
-    )
-
-
-def hit_query_lines(names: int = HIT_NAMES) -> Iterator[str]:
-    for i in range(names):
-        yield f"{hit_name(i)} A\n"
-
-
-def unique_query_lines(tag: str, count: int) -> Iterator[str]:
-    """``count`` names under the wildcard that no cache has seen (``tag`` is per run)."""
-    suffix = f".{tag}.{WILDCARD_ZONE.rstrip('.')} A\n"
-    for i in range(count):
-        yield f"q{i}{suffix}"
-
-
-def write_lines(path: Path, lines: Iterator[str]) -> Path:
-    with path.open("w", encoding="ascii") as fh:
-        fh.writelines(lines)
-    return path
-
-
-@dataclass
-class DnsperfResult:
-    """What one dnsperf run reported (latencies in seconds)."""
-
-    sent: int = 0
-    completed: int = 0
-    lost: int = 0
-    run_time: float = 0.0
-    qps: float = 0.0
-    avg_latency: float = 0.0
-    stddev_latency: float = 0.0
-    rcodes: dict[str, int] = field(default_factory=dict)
-    end_of_file: bool = False
-    errors: list[str] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list, repr=False)
-
-    def percentile(self, p: float) -> float | None:
-        return percentile(self.latencies, p)
-
-
-def percentile(values: Sequence[float], p: float) -> float | None:
-    """Nearest-rank percentile (``p`` in 0..100) of unsorted values; None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * p // 100))  # ceil(n * p / 100), at least 1
-    return ordered[int(rank) - 1]
-
-
-def _number(text: str) -> str:
-    return text.split(maxsplit=1)[0]
-
-
-def parse_dnsperf(text: str) -> DnsperfResult:
-    """Parse dnsperf 2.x output, with ``-v`` per-query lines (``> RCODE name type latency``).
-
-    Only the first ``Statistics:`` block counts: TCP runs append ``Connection Statistics:``
-    with a second ``Average Latency`` that is about connects, not queries.
-    """
-    res = DnsperfResult()
-    in_stats = False
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line.startswith("> "):
-            parts = line.split()
-            if len(parts) >= 3:
-                with contextlib.suppress(ValueError):
-                    res.latencies.append(float(parts[-1]))
-            continue
-        if line.startswith("[Status] Testing complete (end of file)"):
-            res.end_of_file = True
-        if line == "Statistics:":
-            in_stats = True
-            continue
-        if line.startswith("Connection Statistics:"):
-            in_stats = False
-            continue
-        if not in_stats or ":" not in line:
-            continue
-        key, _, value = line.partition(":")
-        value = value.strip()
-        if key == "Queries sent":
-            res.sent = int(_number(value))
-        elif key == "Queries completed":
-            res.completed = int(_number(value))
-        elif key == "Queries lost":
-            res.lost = int(_number(value))
-        elif key == "Run time (s)":
-            res.run_time = float(_number(value))
-        elif key == "Queries per second":
-            res.qps = float(_number(value))
-        elif key == "Average Latency (s)":
-            res.avg_latency = float(_number(value))
-        elif key == "Latency StdDev (s)":
-            res.stddev_latency = float(_number(value))
-        elif key == "Response codes":
-            for item in value.split(","):
-                bits = item.split()
-                if len(bits) >= 2 and bits[1].isdigit():
-                    res.rcodes[bits[0]] = int(bits[1])
-    return res
-
-
-def build_query(name: str, msg_id: int, qtype: int = 1) -> bytes:
-    """A minimal RD query (RFC 1035 4.1) for the readiness probe."""
-    qname = b"".join(
-        bytes([len(label)]) + label.encode("ascii") for label in name.rstrip(".").split(".")
-    )
-    return (
-        struct.pack("!HHHHHH", msg_id, 0x0100, 1, 0, 0, 0)
-        + qname
-        + b"\x00"
-        + struct.pack("!HH", qtype, 1)
-    )
-
-
-def answer_ok(response: bytes, msg_id: int) -> bool:
-    """True for a NOERROR response to ``msg_id`` carrying at least one answer."""
-    if len(response) < 12:
-        return False
-    rid, flags, _qd, ancount = struct.unpack("!HHHH", response[:8])
-    return rid == msg_id and bool(flags & 0x8000) and (flags & 0x000F) == 0 and ancount > 0
-
-
-def median_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> float | None:
-    """Median of the per-round ratios (rounds paired by index)."""
-    ratios = [n / d for n, d in zip(numerators, denominators, strict=False) if d > 0]
-    return statistics.median(ratios) if ratios else None
-
-
-@dataclass(frozen=True)
-class Target:
-    key: str
-    label: str
-    op: str  # ">=" or "<="
-    limit: float
-    unit: str = ""
-
-    def check(self, value: float | None) -> str:
-        if value is None:
-            return "n/a"
-        ok = value >= self.limit if self.op == ">=" else value <= self.limit
-        return "PASS" if ok else "MISS"
-
-
-TARGETS: tuple[Target, ...] = (
-    Target("hit_qps_udp", "cache-hit QPS stub/dnsmasq (udp)", ">=", 1.0),
-    Target("hit_cpu_udp", "cache-hit CPU/query stub/dnsmasq (udp)", "<=", 1.0),
-    Target("hit_qps_tcp", "cache-hit QPS stub/dnsmasq (tcp)", ">=", 1.0),
-    Target("hit_cpu_tcp", "cache-hit CPU/query stub/dnsmasq (tcp)", "<=", 1.0),
-    Target("fwd_qps_udp", "forwarding QPS stub/dnsmasq-150 (udp)", ">=", 1.5),
-    Target("fwd_qps_tcp", "forwarding QPS stub/dnsmasq-150 (tcp)", ">=", 1.5),
-    Target("p50_added_hit", "p50 added at 1,000 QPS, hits", "<=", 0.1, "ms"),
-    Target("p50_added_fwd", "p50 added at 1,000 QPS, forwarding", "<=", 0.2, "ms"),
-    Target("rss_100k", "stub RSS with 100,000 cached entries", "<=", 60.0, "MB"),
-    Target("start_ms", "stub start to first answer", "<=", 300.0, "ms"),
-)
-
-
 # ---------------------------------------------------------------- processes and /proc
-
-
-def free_port(ip: str) -> int:
-    """A port free for both UDP and TCP on ``ip`` (small race; fine on loopback)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((ip, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((ip, port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError(f"no free port on {ip}")
-
-
-def cpu_ticks(pid: int) -> int:
-    """utime+stime, plus cutime+cstime (dnsmasq forks a child per TCP connection)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    # fields[0] is field 3 (state); utime..cstime are fields 14..17.
-    return sum(int(x) for x in fields[11:15])
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 @dataclass
@@ -342,66 +78,22 @@ class Harness:
 
     def spawn(self, name: str, ip: str, port: int, argv: list[str]) -> Server:
         log = self.workdir / f"{name}.log"
-        with log.open("wb") as out:
-            t0 = time.monotonic()
-            proc = subprocess.Popen(
-                argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=REPO_ROOT,
-            )
+        t0 = time.monotonic()
+        proc = start(name, argv, log, cwd=REPO_ROOT, keep_log_open=False).popen
         self.procs.append(proc)
         try:
-            start_s = wait_first_answer(ip, port, proc, t0)
+            start_s = wait_first_answer(ip, port, proc, t0, hit_name(0))
         except RuntimeError as exc:
             tail = log.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{name}: {exc}\n--- {log} (tail) ---\n{tail}") from None
         return Server(name, ip, port, proc, log, start_s)
 
     def stop(self, server: Server) -> None:
-        self._terminate(server.proc)
+        stop_popen(server.proc, grace=5)
 
     def close(self) -> None:
         for proc in reversed(self.procs):
-            self._terminate(proc)
-
-    @staticmethod
-    def _terminate(proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait(timeout=5)
-
-
-def wait_first_answer(
-    ip: str, port: int, proc: subprocess.Popen[bytes], t0: float, limit: float = 20.0
-) -> float:
-    """Seconds from ``t0`` (just before exec) to the first NOERROR answer, polling every 2 ms."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(0.002)
-        while time.monotonic() - t0 < limit:
-            if proc.poll() is not None:
-                raise RuntimeError(f"exited with status {proc.returncode} before answering")
-            msg_id = secrets.randbelow(65536)
-            try:
-                sock.sendto(build_query(hit_name(0), msg_id), (ip, port))
-                deadline = time.monotonic() + 0.002
-                while time.monotonic() < deadline:
-                    data = sock.recv(4096)
-                    if answer_ok(data, msg_id):
-                        return time.monotonic() - t0
-            except (TimeoutError, ConnectionRefusedError):
-                pass
-            except OSError:
-                time.sleep(0.002)
-        raise RuntimeError(f"no answer on {ip}:{port} within {limit:.0f} s")
+            stop_popen(proc, grace=5)
 
 
 # ---------------------------------------------------------------- running dnsperf
@@ -590,7 +282,7 @@ def run_benchmark(args: argparse.Namespace, workdir: Path, harness: Harness) -> 
     # ---- start the servers
     up_port = free_port(UPSTREAM_IP)
     ub_conf = workdir / "unbound.conf"
-    ub_conf.write_text(unbound_config(up_port, str(workdir)))
+    ub_conf.write_text(bench_config(UPSTREAM_IP, up_port, str(workdir), HIT_NAMES))
     print(f"starting unbound on {UPSTREAM_IP}:{up_port}", flush=True)
     unbound = harness.spawn("unbound", UPSTREAM_IP, up_port, ["unbound", "-d", "-c", str(ub_conf)])
     report.startup_ms["unbound"] = [unbound.start_s * 1000]
@@ -625,7 +317,7 @@ def run_benchmark(args: argparse.Namespace, workdir: Path, harness: Harness) -> 
             state = workdir / f"{label}-state"
             state.mkdir(exist_ok=True)
             conf = workdir / f"{label}.yaml"
-            conf.write_text(stub_config(port, up_port, str(state)))
+            conf.write_text(plain_stub_config(STUB_IP, port, UPSTREAM_IP, up_port, str(state)))
             argv = [sys.executable, "-m", "stubresolver", "run", "--config", str(conf)]
         print(f"starting {label} ({args.stub}) on {STUB_IP}:{port}", flush=True)
         srv = harness.spawn(label, STUB_IP, port, argv)

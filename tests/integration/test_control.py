@@ -24,7 +24,10 @@ import dns.rdatatype
 import pytest
 import yaml
 from stub_process import REPO, StubProcess, run_stub, write_config
-from upstream_servers import Unbound, free_port, run_unbound
+from upstream_servers import run_unbound
+
+from testkit.ports import free_port
+from testkit.unbound import Unbound
 
 # 127.0.50.0/24 belongs to the control-socket tests (contracts: unique loopback ranges).
 STUB_ADDR = "127.0.50.2"

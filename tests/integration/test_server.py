@@ -28,7 +28,10 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 from stub_process import StubProcess, run_stub, write_config
-from upstream_servers import BIG_TXT_COUNT, Unbound, free_port, run_unbound
+from upstream_servers import BIG_TXT_COUNT, run_unbound
+
+from testkit.ports import free_port
+from testkit.unbound import Unbound
 
 STUB_ADDR = "127.0.20.2"
 

@@ -21,7 +21,6 @@ import pytest
 from tlsworld import AUTH_NAME, LO, SCRIPT_TLS_ADDR, ScriptedTlsServer, make_pki, query
 from upstream_servers import ScriptedUdpServer
 
-from bench.pki import Pki
 from stubresolver.cache import Cache
 from stubresolver.config import UpstreamConfig
 from stubresolver.policy import LocalPolicy
@@ -29,6 +28,7 @@ from stubresolver.resolver import Outcome, Resolver
 from stubresolver.upstream.base import Upstream
 from stubresolver.upstream.plain import UdpUpstream
 from stubresolver.upstream.tls import TlsUpstream
+from testkit.pki import Pki
 
 
 @pytest.fixture(scope="module")

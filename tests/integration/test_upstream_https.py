@@ -26,11 +26,11 @@ from tlsworld import (
     run_unbound_tls,
 )
 
-from bench.pki import Pki
 from stubresolver.config import UpstreamConfig
 from stubresolver.errors import UpstreamError
 from stubresolver.upstream.factory import make_upstream
 from stubresolver.upstream.https import HttpsUpstream
+from testkit.pki import Pki
 
 
 def doh_cfg(

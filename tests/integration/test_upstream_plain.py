@@ -14,14 +14,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
-from upstream_servers import (
-    BIG_TXT_COUNT,
-    SCRIPT_ADDR,
-    ScriptedUdpServer,
-    Unbound,
-    free_port,
-    run_unbound,
-)
+from upstream_servers import BIG_TXT_COUNT, SCRIPT_ADDR, ScriptedUdpServer, run_unbound
 
 from stubresolver import netbind
 from stubresolver.config import UpstreamConfig
@@ -30,6 +23,8 @@ from stubresolver.tunnel_state import TunnelState
 from stubresolver.upstream.base import Upstream
 from stubresolver.upstream.factory import make_upstream
 from stubresolver.upstream.plain import POOL_SIZE, TcpUpstream, UdpUpstream
+from testkit.ports import free_port
+from testkit.unbound import Unbound
 
 LO = TunnelState(up=True, ifname="lo", ifindex=1, addresses=("127.0.0.1", "::1"), epoch=1)
 LO_DOWN = TunnelState(up=False, ifname="lo", ifindex=1, addresses=("127.0.0.1", "::1"), epoch=2)

@@ -29,11 +29,11 @@ from tlsworld import (
     run_unbound_tls,
 )
 
-from bench.pki import Pki
 from stubresolver.config import UpstreamConfig
 from stubresolver.errors import UpstreamError
 from stubresolver.upstream.factory import make_upstream
 from stubresolver.upstream.tls import TlsUpstream
+from testkit.pki import Pki
 
 
 def dot_cfg(

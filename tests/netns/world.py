@@ -21,9 +21,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
+
+from testkit.processes import Process, start
+from testkit.unbound import vpn_config, vpn_zone_lines
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 
@@ -38,6 +40,7 @@ C_ISP_ADDR6: Final = "fd00:1::2"
 ISP_C_ADDR6: Final = "fd00:1::1"
 C_TUN_ADDR: Final = "100.66.0.2"
 VPN_TUN_ADDR: Final = "100.66.0.1"
+VPN_ALLOW: Final = "100.66.0.0/24"  # the tunnel's addresses: the only clients of the VPN
 WG_PORT: Final = 51820
 OVPN_PORT: Final = 1194
 KINDS: Final = ("wireguard", "openvpn")
@@ -47,6 +50,8 @@ LOAD_ZONE: Final = "load.example."
 LOAD_ADDR: Final = "192.0.2.20"
 ISP_FORGED_ANSWER: Final = "198.18.1.66"
 WATCHED_PORTS: Final = (53, 853, 443)
+# What the VPN's resolvers (plain, and DoT/DoH in encrypted_world) serve.
+VPN_ZONE: Final = tuple(vpn_zone_lines(WWW_NAME, WWW_ADDR, LOAD_ZONE, LOAD_ADDR))
 
 WG_RUN_DIR: Final = Path("/var/run/wireguard")
 NETNS_RUN_DIR: Final = Path("/var/run/netns")
@@ -124,40 +129,6 @@ def socket_in_netns(ns: str, family: int, kind: int) -> socket.socket:
     return item
 
 
-@dataclass
-class Process:
-    """A process this world started (PID known), with its log file."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    log_file: IO[bytes]
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM, grace: float = 3.0) -> int | None:
-        """Signal our own PID, wait, escalate to SIGKILL; returns the exit status."""
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.popen.send_signal(sig)
-            try:
-                self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    self.popen.kill()
-                self.popen.wait(5)
-        self.log_file.close()
-        return self.popen.returncode
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError as exc:
-            return f"<no log: {exc}>"
-        return "\n".join(text.splitlines()[-lines:])
-
-
 class World:
     """Three namespaces, a userspace WireGuard tunnel, a logging ISP resolver, VPN DNS."""
 
@@ -203,17 +174,15 @@ class World:
         stdout: int | None = None,
     ) -> Process:
         """Start argv inside namespace ns (`ip netns exec` execs it: the PID is argv's)."""
-        log_path = self.tmp / f"{name}.log"
-        log_file = log_path.open("ab")
-        popen = subprocess.Popen(
+        proc = start(
+            name,
             ["ip", "netns", "exec", ns, *argv],
-            stdin=stdin,
-            stdout=log_file if stdout is None else stdout,
-            stderr=log_file,
+            self.tmp / f"{name}.log",
             env=env,
             cwd=cwd,
+            stdin=stdin,
+            stdout=stdout,
         )
-        proc = Process(name, popen, log_path, log_file)
         self.processes.append(proc)
         return proc
 
@@ -411,33 +380,7 @@ counter name "egress"
     def _vpn_tunnel_and_dns(self) -> None:
         self._vpn_side_tunnel()
         conf = self.tmp / "unbound.conf"
-        conf.write_text(
-            f"""server:
-  username: ""
-  chroot: ""
-  directory: "{self.tmp}"
-  pidfile: ""
-  do-daemonize: no
-  use-syslog: no
-  logfile: "{self.vpn_log}"
-  verbosity: 1
-  log-queries: yes
-  num-threads: 1
-  interface: {VPN_TUN_ADDR}
-  port: 53
-  do-ip6: no
-  access-control: 100.66.0.0/24 allow
-  module-config: "iterator"
-  # Authoritative-only: nothing outside the test zone is ever recursed for.
-  local-zone: "." static
-  local-zone: "example." static
-  local-data: "{WWW_NAME} 300 IN A {WWW_ADDR}"
-  local-zone: "{LOAD_ZONE}" redirect
-  local-data: "{LOAD_ZONE} 60 IN A {LOAD_ADDR}"
-remote-control:
-  control-enable: no
-"""
-        )
+        conf.write_text(vpn_config(VPN_TUN_ADDR, self.tmp, self.vpn_log, VPN_ALLOW, VPN_ZONE))
         run(["unbound-checkconf", str(conf)])
         self.spawn("vpn-unbound", self.ns_vpn, ["unbound", "-d", "-c", str(conf)])
 
