@@ -17,9 +17,6 @@ import dns.edns
 import dns.message
 import dns.rcode
 import dns.rrset
-import pytest
-from tlsworld import AUTH_NAME, LO, SCRIPT_TLS_ADDR, ScriptedTlsServer, make_pki, query
-from upstream_servers import ScriptedUdpServer
 
 from stubresolver.cache import Cache
 from stubresolver.config import UpstreamConfig
@@ -30,10 +27,8 @@ from stubresolver.upstream.plain import UdpUpstream
 from stubresolver.upstream.tls import TlsUpstream
 from testkit.pki import Pki
 
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
+from .tlsworld import AUTH_NAME, LO, SCRIPT_TLS_ADDR, ScriptedTlsServer, query
+from .upstream_servers import ScriptedUdpServer
 
 
 def dot(port: int, ca: Path) -> TlsUpstream:
