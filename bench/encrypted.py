@@ -22,7 +22,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as `python bench/encrypted.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import run as base
+from bench.dnsperf import QueryFiles, Sample, Settings, measured_run, run_dnsperf
+from bench.harness import Harness, Server, run_and_report
+from bench.report import fmt, rcode_summary
 from testkit.pki import make_pki
 from testkit.ports import free_port, free_ports
 from testkit.procfs import upstream_connections
@@ -52,7 +54,7 @@ MAX_QPS_DIRECT = 80_000
 
 @dataclass
 class EncSample:
-    sample: base.Sample
+    sample: Sample
     upstream_conns: int  # held to the DoT/DoH port just after the run (-1: unknown)
 
 
@@ -67,14 +69,14 @@ class EncReport:
 
 
 def run_encrypted(
-    args: argparse.Namespace, workdir: Path, harness: base.Harness, command: str
+    args: argparse.Namespace, workdir: Path, harness: Harness, command: str
 ) -> EncReport:
-    settings = base.Settings(
+    settings = Settings(
         duration=args.duration, rounds=args.rounds, clients=args.clients,
         outstanding=args.outstanding, fixed_qps=args.fixed_qps,
     )  # fmt: skip
     report = EncReport(settings=dict(asdict(settings)), command=command)
-    files = base.QueryFiles(workdir)
+    files = QueryFiles(workdir)
 
     def note(msg: str) -> None:
         report.notes.append(msg)
@@ -106,7 +108,7 @@ def run_encrypted(
         "unbound-fwd", FORWARDER_IP, fport, ["unbound", "-d", "-c", str(fconf)]
     )
 
-    def start_stub(name: str, ip: str, url: str) -> base.Server:
+    def start_stub(name: str, ip: str, url: str) -> Server:
         port = free_port(ip)
         state = workdir / f"{name}-state"
         state.mkdir(exist_ok=True)
@@ -125,8 +127,8 @@ def run_encrypted(
         print(f"  {name}: first answer after {srv.start_s * 1000:.0f} ms", flush=True)
     # dnsperf's own DoT/DoH client straight at the TLS upstream: the ceiling (same process).
     direct = {
-        "dot": base.Server("unbound-dot", TLS_UPSTREAM_IP, dot, upstream.proc, upstream.log, 0),
-        "doh": base.Server("unbound-doh", TLS_UPSTREAM_IP, doh, upstream.proc, upstream.log, 0),
+        "dot": Server("unbound-dot", TLS_UPSTREAM_IP, dot, upstream.proc, upstream.log, 0),
+        "doh": Server("unbound-doh", TLS_UPSTREAM_IP, doh, upstream.proc, upstream.log, 0),
     }
     up_port = {"stub-dot": dot, "stub-doh": doh, "unbound-fwd": dot}
 
@@ -136,12 +138,12 @@ def run_encrypted(
         return files.unique(int((rate or cap) * settings.duration * 1.2) + 1000)
 
     def one(
-        workload: str, srv: base.Server, rnd: int, *, proto: str = "udp", rate: int | None = None
+        workload: str, srv: Server, rnd: int, *, proto: str = "udp", rate: int | None = None
     ) -> EncSample:
         cap = MAX_QPS_DIRECT if srv.proc is upstream.proc else MAX_QPS_ENCRYPTED
         data = datafile(workload, cap, rate)
         up = srv if srv.proc is upstream.proc else upstream  # direct: one process
-        s = base.measured_run(
+        s = measured_run(
             workdir, srv, up, data, workload=workload, proto=proto, rnd=rnd,
             settings=settings, duration=settings.duration, once=workload == "forwarding",
             rate=rate,
@@ -153,10 +155,10 @@ def run_encrypted(
             conns = upstream_connections(srv.pid, TLS_UPSTREAM_IP, up_port[srv.name])
         print(
             f"  {workload:10} r{rnd} {srv.name:12} {s.qps:9.0f} qps"
-            f"  p50 {base.fmt(s.p50_ms, 3)} ms  p99 {base.fmt(s.p99_ms, 3)} ms"
-            f"  cpu {base.fmt(s.cpu_us_per_query, 1)} us/q"
-            f"  upstr {base.fmt(s.upstream_cpu_us_per_query, 1)} us/q"
-            f"  conns {conns}  lost {s.lost}  {base.rcode_summary(s.rcodes)}",
+            f"  p50 {fmt(s.p50_ms, 3)} ms  p99 {fmt(s.p99_ms, 3)} ms"
+            f"  cpu {fmt(s.cpu_us_per_query, 1)} us/q"
+            f"  upstr {fmt(s.upstream_cpu_us_per_query, 1)} us/q"
+            f"  conns {conns}  lost {s.lost}  {rcode_summary(s.rcodes)}",
             flush=True,
         )
         bad = sum(v for k, v in s.rcodes.items() if k != "NOERROR")
@@ -171,7 +173,7 @@ def run_encrypted(
     # ---- warm the caches of the front ends (the TLS upstream answers from local data)
     print("warming caches with the 10,000 hit names", flush=True)
     for name, srv in fronts.items():
-        res = base.run_dnsperf(
+        res = run_dnsperf(
             workdir, srv, files.hits, proto="udp", duration=60, settings=settings, once=True,
             label=f"warm-{name}",
         )  # fmt: skip
@@ -216,14 +218,14 @@ def run_encrypted(
 # ---------------------------------------------------------------- summary and output
 
 
-def _rows(report: EncReport, server: str, workload: str) -> list[base.Sample]:
+def _rows(report: EncReport, server: str, workload: str) -> list[Sample]:
     return [
         x.sample for x in report.samples
         if x.sample.server == server and x.sample.workload == workload and x.sample.round > 0
     ]  # fmt: skip
 
 
-def _paired(num: list[base.Sample], den: list[base.Sample], attr: str) -> float | None:
+def _paired(num: list[Sample], den: list[Sample], attr: str) -> float | None:
     by_round = {s.round: s for s in den}
     a: list[float] = []
     b: list[float] = []
@@ -282,12 +284,12 @@ def render(report: EncReport) -> str:
             conns = [x.upstream_conns for x in rows if x.upstream_conns >= 0]
             bad = sum(v for x in smp for k, v in x.rcodes.items() if k != "NOERROR")
             out.append(
-                f"{label:<16}{kind:>9}{base.fmt(_med([x.qps for x in smp]), 0):>9}"
-                f"{base.fmt(_med([x.p50_ms for x in smp]), 3):>9}"
-                f"{base.fmt(_med([x.p95_ms for x in smp]), 3):>9}"
-                f"{base.fmt(_med([x.p99_ms for x in smp]), 3):>9}"
-                f"{base.fmt(_med([x.cpu_us_per_query for x in smp]), 1):>10}"
-                f"{base.fmt(_med([x.upstream_cpu_us_per_query for x in smp]), 1):>11}"
+                f"{label:<16}{kind:>9}{fmt(_med([x.qps for x in smp]), 0):>9}"
+                f"{fmt(_med([x.p50_ms for x in smp]), 3):>9}"
+                f"{fmt(_med([x.p95_ms for x in smp]), 3):>9}"
+                f"{fmt(_med([x.p99_ms for x in smp]), 3):>9}"
+                f"{fmt(_med([x.cpu_us_per_query for x in smp]), 1):>10}"
+                f"{fmt(_med([x.upstream_cpu_us_per_query for x in smp]), 1):>11}"
                 f"{(str(max(conns)) if conns else '-'):>7}"
                 f"{sum(x.lost for x in smp):>7}{bad:>10}"
             )
@@ -295,10 +297,10 @@ def render(report: EncReport) -> str:
             r = report.ratios
             out.append(
                 f"median ratio {stub}/unbound-fwd: "
-                f"QPS {base.fmt(r.get(f'{workload}/{stub}/qps'))}  "
-                f"p50 {base.fmt(r.get(f'{workload}/{stub}/p50'))}  "
-                f"p99 {base.fmt(r.get(f'{workload}/{stub}/p99'))}  "
-                f"CPU/query {base.fmt(r.get(f'{workload}/{stub}/cpu'))}"
+                f"QPS {fmt(r.get(f'{workload}/{stub}/qps'))}  "
+                f"p50 {fmt(r.get(f'{workload}/{stub}/p50'))}  "
+                f"p99 {fmt(r.get(f'{workload}/{stub}/p99'))}  "
+                f"CPU/query {fmt(r.get(f'{workload}/{stub}/cpu'))}"
             )
     if report.fixed_rate:
         out += ["", f"== forwarding latency at {s['fixed_qps']} QPS (UDP to the front end)"]
@@ -306,8 +308,8 @@ def render(report: EncReport) -> str:
         for x in report.fixed_rate:
             m = x.sample
             out.append(
-                f"{m.server:<16}{base.fmt(m.p50_ms, 3):>9}{base.fmt(m.p95_ms, 3):>9}"
-                f"{base.fmt(m.p99_ms, 3):>9}{m.completed:>9}"
+                f"{m.server:<16}{fmt(m.p50_ms, 3):>9}{fmt(m.p95_ms, 3):>9}"
+                f"{fmt(m.p99_ms, 3):>9}{m.completed:>9}"
             )
     out += ["", "conns: TCP connections the front end held to the DoT/DoH port after the run"]
     out += [f"note: {n}" for n in report.notes]
@@ -344,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(raw)
     command = " ".join(["python", "bench/encrypted.py", *raw])
-    return base.run_and_report(
+    return run_and_report(
         tools=("dnsperf", "unbound", "openssl"),
         prefix="stubbench-tls-",
         keep_tmp=args.keep_tmp,

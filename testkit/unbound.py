@@ -95,17 +95,27 @@ def _text(*sections: Iterable[str]) -> str:
 # ---------------------------------------------------------------- loopback test servers
 
 
+def _loopback_plain(addr: str, port: int, directory: Path) -> list[str]:
+    """The ``server:`` head of a plain-DNS test server on ``addr:port``, open to loopback
+    clients, logging to ``directory/unbound.log``."""
+    return [
+        "server:",
+        f"  interface: {addr}",
+        f"  port: {port}",
+        *_transports(udp=True),
+        "  so-reuseport: no",
+        *_basics(directory, logfile=directory / "unbound.log", pidfile=f"{directory}/unbound.pid"),
+        "  do-not-query-localhost: no",
+        "  access-control: 127.0.0.0/8 allow",
+    ]
+
+
 def loopback_config(addr: str, port: int, directory: Path, extra_data: Sequence[str]) -> str:
     """Plain DNS on ``addr:port``: the example. zone, plus ``extra_data`` lines."""
     return _text(
-        ["server:", f"  interface: {addr}", f"  port: {port}"],
-        _transports(udp=True),
-        ["  so-reuseport: no"],
-        _basics(directory, logfile=directory / "unbound.log", pidfile=f"{directory}/unbound.pid"),
+        _loopback_plain(addr, port, directory),
         [
-            "  do-not-query-localhost: no",
             '  module-config: "iterator"',
-            "  access-control: 127.0.0.0/8 allow",
             "  # Never recurse anywhere: only the test zone is answered, everything else REFUSED.",
             '  local-zone: "." refuse',
         ],
@@ -160,13 +170,8 @@ def validating_config(addr: str, port: int, directory: Path, zone: str, insecure
         ]
 
     return _text(
-        ["server:", f"  interface: {addr}", f"  port: {port}"],
-        _transports(udp=True),
-        ["  so-reuseport: no"],
-        _basics(directory, logfile=directory / "unbound.log", pidfile=f"{directory}/unbound.pid"),
+        _loopback_plain(addr, port, directory),
         [
-            "  do-not-query-localhost: no",
-            "  access-control: 127.0.0.0/8 allow",
             '  module-config: "validator iterator"',
             "  # The same size as the stub's cap, so both advertise the same in their OPT records.",
             "  edns-buffer-size: 1232",
