@@ -24,12 +24,12 @@ if __package__ in (None, ""):  # run as `python bench/encrypted.py`
 
 from bench.dnsperf import QueryFiles, Sample, Settings, measured_run, run_dnsperf
 from bench.harness import Harness, Server, run_and_report
-from bench.report import fmt, rcode_summary
+from bench.report import fmt, paired_ratio, rcode_summary
 from testkit.pki import make_pki
 from testkit.ports import free_port, free_ports
 from testkit.procfs import upstream_connections
 from testkit.stubconfig import encrypted_stub_config, upstream_url
-from testkit.targets import median_ratio, rotate
+from testkit.targets import rotate
 from testkit.unbound import DOH_PATH, bench_forwarder_config, bench_tls_config
 from testkit.zones import HIT_NAMES
 
@@ -225,19 +225,6 @@ def _rows(report: EncReport, server: str, workload: str) -> list[Sample]:
     ]  # fmt: skip
 
 
-def _paired(num: list[Sample], den: list[Sample], attr: str) -> float | None:
-    by_round = {s.round: s for s in den}
-    a: list[float] = []
-    b: list[float] = []
-    for s in num:
-        r = by_round.get(s.round)
-        x, y = getattr(s, attr), getattr(r, attr) if r is not None else None
-        if x is not None and y is not None:
-            a.append(float(x))
-            b.append(float(y))
-    return median_ratio(a, b)
-
-
 def summarize(report: EncReport) -> None:
     for workload in WORKLOADS:
         ref = _rows(report, REFERENCE, workload)
@@ -245,7 +232,7 @@ def summarize(report: EncReport) -> None:
             rows = _rows(report, stub, workload)
             for attr, label in (("qps", "qps"), ("p50_ms", "p50"), ("p99_ms", "p99"),
                                 ("cpu_us_per_query", "cpu")):  # fmt: skip
-                report.ratios[f"{workload}/{stub}/{label}"] = _paired(rows, ref, attr)
+                report.ratios[f"{workload}/{stub}/{label}"] = paired_ratio(rows, ref, attr)
 
 
 def _med(values: Sequence[float | None]) -> float | None:

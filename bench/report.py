@@ -61,7 +61,8 @@ def _pick(samples: list[Sample], server: str, workload: str, proto: str) -> list
     ]  # fmt: skip
 
 
-def _paired_ratio(stub: list[Sample], ref: list[Sample], attr: str) -> float | None:
+def paired_ratio(stub: list[Sample], ref: list[Sample], attr: str) -> float | None:
+    """Median of the per-round ratios of ``attr`` (samples paired by round number)."""
     by_round = {s.round: s for s in ref}
     nums: list[float] = []
     dens: list[float] = []
@@ -84,8 +85,8 @@ def summarize(report: Report) -> None:
         key = ("hit" if workload == "cache-hit" else "fwd") + f"_%s_{proto}"
         st = _pick(report.samples, "stub", workload, proto)
         dm = _pick(report.samples, yardstick_name(workload), workload, proto)
-        m[key % "qps"] = _paired_ratio(st, dm, "qps")
-        m[key % "cpu"] = _paired_ratio(st, dm, "cpu_us_per_query")
+        m[key % "qps"] = paired_ratio(st, dm, "qps")
+        m[key % "cpu"] = paired_ratio(st, dm, "cpu_us_per_query")
     lat = {(s.server, s.workload): s.p50_ms for s in report.latency_at_fixed_qps}
     for workload, key in (("cache-hit", "p50_added_hit"), ("forwarding", "p50_added_fwd")):
         a, b = lat.get(("stub", workload)), lat.get(("unbound", workload))
