@@ -15,22 +15,29 @@ import argparse
 import os
 import statistics
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python bench/encrypted.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import run as base
-from bench.pki import make_pki
+from bench.dnsperf import QueryFiles, Sample, Settings, measured_run, run_dnsperf
+from bench.harness import Harness, Server, run_and_report
+from bench.report import fmt, paired_ratio, rcode_summary
+from testkit.pki import make_pki
+from testkit.ports import free_port, free_ports
+from testkit.procfs import upstream_connections
+from testkit.stubconfig import encrypted_stub_config, upstream_url
+from testkit.targets import rotate
+from testkit.unbound import DOH_PATH, bench_forwarder_config, bench_tls_config
+from testkit.zones import HIT_NAMES
 
 TLS_UPSTREAM_IP = "127.0.40.10"  # unbound: plain (readiness only), DoT, DoH
 FORWARDER_IP = "127.0.40.11"  # unbound, forward-tls-upstream to TLS_UPSTREAM_IP
 STUB_DOT_IP = "127.0.40.12"  # stubresolver, tls:// upstream
 STUB_DOH_IP = "127.0.40.13"  # stubresolver, https:// upstream
 AUTH_NAME = "dns.bench.example"
-DOH_PATH = "/dns-query"
 
 FRONT_ENDS = ("stub-dot", "stub-doh", "unbound-fwd")
 REFERENCE = "unbound-fwd"
@@ -42,169 +49,12 @@ MAX_QPS_ENCRYPTED = 40_000
 MAX_QPS_DIRECT = 80_000
 
 
-# ---------------------------------------------------------------- pure helpers (tested)
-
-
-def zone_lines(names: int = base.HIT_NAMES) -> Iterator[str]:
-    """unbound ``local-zone``/``local-data`` lines of the bench zone (as in run.py)."""
-    yield f'  local-zone: "{base.ZONE}" static'
-    yield f'  local-zone: "{base.WILDCARD_ZONE}" redirect'
-    yield f'  local-data: "{base.WILDCARD_ZONE} {base.WILDCARD_TTL} IN A 10.255.0.1"'
-    for i in range(names):
-        yield f'  local-data: "{base.hit_name(i)}. {base.HIT_TTL} IN A {base.hit_address(i)}"'
-
-
-def _server_common(workdir: str) -> list[str]:
-    return [
-        "  do-ip4: yes",
-        "  do-ip6: no",
-        '  username: ""',
-        '  chroot: ""',
-        f'  directory: "{workdir}"',
-        '  pidfile: ""',
-        "  do-daemonize: no",
-        "  use-syslog: no",
-        "  verbosity: 0",
-        "  log-queries: no",
-        "  log-replies: no",
-        "  num-threads: 1",
-        "  so-reuseport: no",
-        "  msg-cache-size: 64m",
-        "  rrset-cache-size: 128m",
-        "  access-control: 127.0.0.0/8 allow",
-        "  incoming-num-tcp: 256",
-        '  module-config: "iterator"',
-    ]
-
-
-def tls_upstream_config(
-    plain_port: int, dot_port: int, doh_port: int, workdir: str, key: str, cert: str,
-    names: int = base.HIT_NAMES,
-) -> str:  # fmt: skip
-    """unbound.conf text: the bench zone over plain DNS (``plain_port``, for the readiness
-    probe), DoT (``dot_port``) and DoH (``doh_port``, path ``/dns-query``)."""
-    lines = [
-        "server:",
-        f"  interface: {TLS_UPSTREAM_IP}@{plain_port}",
-        f"  interface: {TLS_UPSTREAM_IP}@{dot_port}",
-        f"  interface: {TLS_UPSTREAM_IP}@{doh_port}",
-        f"  port: {plain_port}",
-        f"  tls-port: {dot_port}",
-        f"  https-port: {doh_port}",
-        f'  tls-service-key: "{key}"',
-        f'  tls-service-pem: "{cert}"',
-        f'  http-endpoint: "{DOH_PATH}"',
-        "  do-udp: yes",
-        "  do-tcp: yes",
-        *_server_common(workdir),
-        *zone_lines(names),
-        "remote-control:",
-        "  control-enable: no",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def forwarder_config(port: int, dot_port: int, ca_file: str, workdir: str) -> str:
-    """unbound.conf text: a caching forwarder on FORWARDER_IP that sends everything to the
-    TLS upstream over DoT, verifying its certificate for AUTH_NAME against ``ca_file``."""
-    lines = [
-        "server:",
-        f"  interface: {FORWARDER_IP}@{port}",
-        f"  port: {port}",
-        "  do-udp: yes",
-        "  do-tcp: yes",
-        "  do-not-query-localhost: no",
-        f'  tls-cert-bundle: "{ca_file}"',
-        *_server_common(workdir),
-        "forward-zone:",
-        '  name: "."',
-        "  forward-tls-upstream: yes",
-        f"  forward-addr: {TLS_UPSTREAM_IP}@{dot_port}#{AUTH_NAME}",
-        "remote-control:",
-        "  control-enable: no",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def upstream_url(scheme: str, ip: str, port: int) -> str:
-    """``tls://IP:PORT#name`` or ``https://IP:PORT/dns-query#name``."""
-    if scheme == "tls":
-        return f"tls://{ip}:{port}#{AUTH_NAME}"
-    if scheme == "https":
-        return f"https://{ip}:{port}{DOH_PATH}#{AUTH_NAME}"
-    raise ValueError(f"not an encrypted scheme: {scheme!r}")
-
-
-def stub_config(listen_ip: str, listen_port: int, url: str, ca_file: str) -> str:
-    """stubresolver YAML: one encrypted upstream (a mapping with ``ca_file``), on ``lo``."""
-    return "\n".join(
-        [
-            f'listen: ["{listen_ip}:{listen_port}"]',
-            "tunnel:",
-            '  interfaces: ["lo"]',
-            "  poll_interval: 5.0",
-            "upstreams:",
-            f'  - url: "{url}"',
-            f'    ca_file: "{ca_file}"',
-            "cache:",
-            "  enabled: true",
-            "  max_entries: 400000",
-            "  max_bytes: 134217728",
-            "logging:",
-            "  level: warning",
-            "  queries: false",
-            'control_socket: ""',  # no control socket needed for measuring
-            "",
-        ]
-    )
-
-
-def rotate(items: Sequence[str], rnd: int) -> list[str]:
-    """The run order of round ``rnd`` (1-based): each round starts one place further."""
-    k = (rnd - 1) % len(items) if items else 0
-    return [*items[k:], *items[:k]]
-
-
-def tcp_inodes_to(proc_net_tcp: str, ip: str, port: int) -> set[int]:
-    """Socket inodes of ESTABLISHED IPv4 connections to ``ip:port`` in /proc/net/tcp text."""
-    octets = [int(x) for x in ip.split(".")]
-    want = f"{bytes(reversed(octets)).hex().upper()}:{port:04X}"
-    out: set[int] = set()
-    for line in proc_net_tcp.splitlines()[1:]:
-        f = line.split()
-        if len(f) >= 10 and f[2] == want and f[3] == "01":
-            out.add(int(f[9]))
-    return out
-
-
-# ---------------------------------------------------------------- PKI (openssl CLI)
-
-
 # ---------------------------------------------------------------- measuring
-
-
-def upstream_connections(pid: int, ip: str, port: int) -> int:
-    """Established TCP connections that process ``pid`` holds to ``ip:port`` right now."""
-    try:
-        inodes = tcp_inodes_to(Path(f"/proc/{pid}/net/tcp").read_text(), ip, port)
-        mine = 0
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                link = os.readlink(fd)
-            except OSError:
-                continue
-            if link.startswith("socket:[") and int(link[8:-1]) in inodes:
-                mine += 1
-        return mine
-    except OSError:
-        return -1
 
 
 @dataclass
 class EncSample:
-    sample: base.Sample
+    sample: Sample
     upstream_conns: int  # held to the DoT/DoH port just after the run (-1: unknown)
 
 
@@ -219,14 +69,14 @@ class EncReport:
 
 
 def run_encrypted(
-    args: argparse.Namespace, workdir: Path, harness: base.Harness, command: str
+    args: argparse.Namespace, workdir: Path, harness: Harness, command: str
 ) -> EncReport:
-    settings = base.Settings(
+    settings = Settings(
         duration=args.duration, rounds=args.rounds, clients=args.clients,
         outstanding=args.outstanding, fixed_qps=args.fixed_qps,
     )  # fmt: skip
     report = EncReport(settings=dict(asdict(settings)), command=command)
-    files = base.QueryFiles(workdir)
+    files = QueryFiles(workdir)
 
     def note(msg: str) -> None:
         report.notes.append(msg)
@@ -234,41 +84,49 @@ def run_encrypted(
 
     # ---- PKI and servers
     pki = make_pki(workdir, AUTH_NAME, (TLS_UPSTREAM_IP,), label="bench")
-    plain, dot, doh = (base.free_port(TLS_UPSTREAM_IP) for _ in range(3))
-    while len({plain, dot, doh}) < 3:  # pragma: no cover - free_port races with itself
-        dot, doh = base.free_port(TLS_UPSTREAM_IP), base.free_port(TLS_UPSTREAM_IP)
+    plain, dot, doh = free_ports(TLS_UPSTREAM_IP, 3)
     conf = workdir / "unbound-tls.conf"
-    conf.write_text(tls_upstream_config(plain, dot, doh, str(workdir), str(pki.key), str(pki.cert)))
+    conf.write_text(
+        bench_tls_config(
+            TLS_UPSTREAM_IP, plain, dot, doh, str(workdir), str(pki.key), str(pki.cert), HIT_NAMES
+        )
+    )
     print(f"starting unbound DoT :{dot} / DoH :{doh} on {TLS_UPSTREAM_IP}", flush=True)
     upstream = harness.spawn(
         "unbound-tls", TLS_UPSTREAM_IP, plain, ["unbound", "-d", "-c", str(conf)]
     )
 
-    fport = base.free_port(FORWARDER_IP)
+    fport = free_port(FORWARDER_IP)
     fconf = workdir / "unbound-fwd.conf"
-    fconf.write_text(forwarder_config(fport, dot, str(pki.ca), str(workdir)))
+    fconf.write_text(
+        bench_forwarder_config(
+            FORWARDER_IP, fport, TLS_UPSTREAM_IP, dot, AUTH_NAME, str(pki.ca), str(workdir)
+        )
+    )
     print(f"starting unbound forwarder (DoT) on {FORWARDER_IP}:{fport}", flush=True)
     forwarder = harness.spawn(
         "unbound-fwd", FORWARDER_IP, fport, ["unbound", "-d", "-c", str(fconf)]
     )
 
-    def start_stub(name: str, ip: str, url: str) -> base.Server:
-        port = base.free_port(ip)
+    def start_stub(name: str, ip: str, url: str) -> Server:
+        port = free_port(ip)
         yaml = workdir / f"{name}.yaml"
-        yaml.write_text(stub_config(ip, port, url, str(pki.ca)))
+        yaml.write_text(encrypted_stub_config(ip, port, url, str(pki.ca)))
         print(f"starting {name} on {ip}:{port} -> {url}", flush=True)
         argv = [sys.executable, "-m", "stubresolver", "run", "--config", str(yaml)]
         return harness.spawn(name, ip, port, argv)
 
-    stub_dot = start_stub("stub-dot", STUB_DOT_IP, upstream_url("tls", TLS_UPSTREAM_IP, dot))
-    stub_doh = start_stub("stub-doh", STUB_DOH_IP, upstream_url("https", TLS_UPSTREAM_IP, doh))
+    dot_url = upstream_url("tls", TLS_UPSTREAM_IP, dot, AUTH_NAME, DOH_PATH)
+    doh_url = upstream_url("https", TLS_UPSTREAM_IP, doh, AUTH_NAME, DOH_PATH)
+    stub_dot = start_stub("stub-dot", STUB_DOT_IP, dot_url)
+    stub_doh = start_stub("stub-doh", STUB_DOH_IP, doh_url)
     fronts = {"stub-dot": stub_dot, "stub-doh": stub_doh, "unbound-fwd": forwarder}
     for name, srv in fronts.items():
         print(f"  {name}: first answer after {srv.start_s * 1000:.0f} ms", flush=True)
     # dnsperf's own DoT/DoH client straight at the TLS upstream: the ceiling (same process).
     direct = {
-        "dot": base.Server("unbound-dot", TLS_UPSTREAM_IP, dot, upstream.proc, upstream.log, 0),
-        "doh": base.Server("unbound-doh", TLS_UPSTREAM_IP, doh, upstream.proc, upstream.log, 0),
+        "dot": Server("unbound-dot", TLS_UPSTREAM_IP, dot, upstream.proc, upstream.log, 0),
+        "doh": Server("unbound-doh", TLS_UPSTREAM_IP, doh, upstream.proc, upstream.log, 0),
     }
     up_port = {"stub-dot": dot, "stub-doh": doh, "unbound-fwd": dot}
 
@@ -278,12 +136,12 @@ def run_encrypted(
         return files.unique(int((rate or cap) * settings.duration * 1.2) + 1000)
 
     def one(
-        workload: str, srv: base.Server, rnd: int, *, proto: str = "udp", rate: int | None = None
+        workload: str, srv: Server, rnd: int, *, proto: str = "udp", rate: int | None = None
     ) -> EncSample:
         cap = MAX_QPS_DIRECT if srv.proc is upstream.proc else MAX_QPS_ENCRYPTED
         data = datafile(workload, cap, rate)
         up = srv if srv.proc is upstream.proc else upstream  # direct: one process
-        s = base.measured_run(
+        s = measured_run(
             workdir, srv, up, data, workload=workload, proto=proto, rnd=rnd,
             settings=settings, duration=settings.duration, once=workload == "forwarding",
             rate=rate,
@@ -295,10 +153,10 @@ def run_encrypted(
             conns = upstream_connections(srv.pid, TLS_UPSTREAM_IP, up_port[srv.name])
         print(
             f"  {workload:10} r{rnd} {srv.name:12} {s.qps:9.0f} qps"
-            f"  p50 {base.fmt(s.p50_ms, 3)} ms  p99 {base.fmt(s.p99_ms, 3)} ms"
-            f"  cpu {base.fmt(s.cpu_us_per_query, 1)} us/q"
-            f"  upstr {base.fmt(s.upstream_cpu_us_per_query, 1)} us/q"
-            f"  conns {conns}  lost {s.lost}  {base.rcode_summary(s.rcodes)}",
+            f"  p50 {fmt(s.p50_ms, 3)} ms  p99 {fmt(s.p99_ms, 3)} ms"
+            f"  cpu {fmt(s.cpu_us_per_query, 1)} us/q"
+            f"  upstr {fmt(s.upstream_cpu_us_per_query, 1)} us/q"
+            f"  conns {conns}  lost {s.lost}  {rcode_summary(s.rcodes)}",
             flush=True,
         )
         bad = sum(v for k, v in s.rcodes.items() if k != "NOERROR")
@@ -313,11 +171,11 @@ def run_encrypted(
     # ---- warm the caches of the front ends (the TLS upstream answers from local data)
     print("warming caches with the 10,000 hit names", flush=True)
     for name, srv in fronts.items():
-        res = base.run_dnsperf(
+        res = run_dnsperf(
             workdir, srv, files.hits, proto="udp", duration=60, settings=settings, once=True,
             label=f"warm-{name}",
         )  # fmt: skip
-        if res.completed < base.HIT_NAMES or res.rcodes.get("NOERROR", 0) < res.completed:
+        if res.completed < HIT_NAMES or res.rcodes.get("NOERROR", 0) < res.completed:
             note(f"warm-up of {name}: {res.completed} answers, rcodes {res.rcodes}")
 
     # ---- reference: dnsperf's DoT and DoH clients straight at the TLS upstream
@@ -358,24 +216,11 @@ def run_encrypted(
 # ---------------------------------------------------------------- summary and output
 
 
-def _rows(report: EncReport, server: str, workload: str) -> list[base.Sample]:
+def _rows(report: EncReport, server: str, workload: str) -> list[Sample]:
     return [
         x.sample for x in report.samples
         if x.sample.server == server and x.sample.workload == workload and x.sample.round > 0
     ]  # fmt: skip
-
-
-def _paired(num: list[base.Sample], den: list[base.Sample], attr: str) -> float | None:
-    by_round = {s.round: s for s in den}
-    a: list[float] = []
-    b: list[float] = []
-    for s in num:
-        r = by_round.get(s.round)
-        x, y = getattr(s, attr), getattr(r, attr) if r is not None else None
-        if x is not None and y is not None:
-            a.append(float(x))
-            b.append(float(y))
-    return base.median_ratio(a, b)
 
 
 def summarize(report: EncReport) -> None:
@@ -385,7 +230,7 @@ def summarize(report: EncReport) -> None:
             rows = _rows(report, stub, workload)
             for attr, label in (("qps", "qps"), ("p50_ms", "p50"), ("p99_ms", "p99"),
                                 ("cpu_us_per_query", "cpu")):  # fmt: skip
-                report.ratios[f"{workload}/{stub}/{label}"] = _paired(rows, ref, attr)
+                report.ratios[f"{workload}/{stub}/{label}"] = paired_ratio(rows, ref, attr)
 
 
 def _med(values: Sequence[float | None]) -> float | None:
@@ -424,12 +269,12 @@ def render(report: EncReport) -> str:
             conns = [x.upstream_conns for x in rows if x.upstream_conns >= 0]
             bad = sum(v for x in smp for k, v in x.rcodes.items() if k != "NOERROR")
             out.append(
-                f"{label:<16}{kind:>9}{base.fmt(_med([x.qps for x in smp]), 0):>9}"
-                f"{base.fmt(_med([x.p50_ms for x in smp]), 3):>9}"
-                f"{base.fmt(_med([x.p95_ms for x in smp]), 3):>9}"
-                f"{base.fmt(_med([x.p99_ms for x in smp]), 3):>9}"
-                f"{base.fmt(_med([x.cpu_us_per_query for x in smp]), 1):>10}"
-                f"{base.fmt(_med([x.upstream_cpu_us_per_query for x in smp]), 1):>11}"
+                f"{label:<16}{kind:>9}{fmt(_med([x.qps for x in smp]), 0):>9}"
+                f"{fmt(_med([x.p50_ms for x in smp]), 3):>9}"
+                f"{fmt(_med([x.p95_ms for x in smp]), 3):>9}"
+                f"{fmt(_med([x.p99_ms for x in smp]), 3):>9}"
+                f"{fmt(_med([x.cpu_us_per_query for x in smp]), 1):>10}"
+                f"{fmt(_med([x.upstream_cpu_us_per_query for x in smp]), 1):>11}"
                 f"{(str(max(conns)) if conns else '-'):>7}"
                 f"{sum(x.lost for x in smp):>7}{bad:>10}"
             )
@@ -437,10 +282,10 @@ def render(report: EncReport) -> str:
             r = report.ratios
             out.append(
                 f"median ratio {stub}/unbound-fwd: "
-                f"QPS {base.fmt(r.get(f'{workload}/{stub}/qps'))}  "
-                f"p50 {base.fmt(r.get(f'{workload}/{stub}/p50'))}  "
-                f"p99 {base.fmt(r.get(f'{workload}/{stub}/p99'))}  "
-                f"CPU/query {base.fmt(r.get(f'{workload}/{stub}/cpu'))}"
+                f"QPS {fmt(r.get(f'{workload}/{stub}/qps'))}  "
+                f"p50 {fmt(r.get(f'{workload}/{stub}/p50'))}  "
+                f"p99 {fmt(r.get(f'{workload}/{stub}/p99'))}  "
+                f"CPU/query {fmt(r.get(f'{workload}/{stub}/cpu'))}"
             )
     if report.fixed_rate:
         out += ["", f"== forwarding latency at {s['fixed_qps']} QPS (UDP to the front end)"]
@@ -448,8 +293,8 @@ def render(report: EncReport) -> str:
         for x in report.fixed_rate:
             m = x.sample
             out.append(
-                f"{m.server:<16}{base.fmt(m.p50_ms, 3):>9}{base.fmt(m.p95_ms, 3):>9}"
-                f"{base.fmt(m.p99_ms, 3):>9}{m.completed:>9}"
+                f"{m.server:<16}{fmt(m.p50_ms, 3):>9}{fmt(m.p95_ms, 3):>9}"
+                f"{fmt(m.p99_ms, 3):>9}{m.completed:>9}"
             )
     out += ["", "conns: TCP connections the front end held to the DoT/DoH port after the run"]
     out += [f"note: {n}" for n in report.notes]
@@ -486,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(raw)
     command = " ".join(["python", "bench/encrypted.py", *raw])
-    return base.run_and_report(
+    return run_and_report(
         tools=("dnsperf", "unbound", "openssl"),
         prefix="stubbench-tls-",
         keep_tmp=args.keep_tmp,

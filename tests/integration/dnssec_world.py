@@ -10,27 +10,22 @@ corrupt after signing is the bogus name.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import dns.dnssec
 import dns.dnssectypes
-import dns.exception
 import dns.message
 import dns.name
-import dns.query
-import dns.rcode
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.RRSIG
 import dns.zone
 from cryptography.hazmat.primitives.asymmetric import ec
-from upstream_servers import Unbound, free_port
+
+from testkit.unbound import Unbound, run_unbound, validating_config
 
 ZONE = "difftest."
 INSECURE = f"insecure.{ZONE}"
@@ -65,50 +60,6 @@ $TTL 300
 @ 300 IN NS ns.{INSECURE}
 ns 300 IN A {ADDR}
 host 300 IN A 192.0.2.9
-"""
-
-UNBOUND_CONF = """\
-server:
-  interface: {addr}
-  port: {port}
-  do-ip4: yes
-  do-ip6: no
-  do-udp: yes
-  do-tcp: yes
-  num-threads: 1
-  so-reuseport: no
-  username: ""
-  chroot: ""
-  directory: "{dir}"
-  pidfile: "{dir}/unbound.pid"
-  use-syslog: no
-  logfile: "{dir}/unbound.log"
-  verbosity: 1
-  do-not-query-localhost: no
-  access-control: 127.0.0.0/8 allow
-  module-config: "validator iterator"
-  # The same size as the stub's cap, so both advertise the same in their OPT records.
-  edns-buffer-size: 1232
-  # Validation is real: the only anchor is the test zone's key; no root, no RFC 5011.
-  trust-anchor-file: "{dir}/anchor.ds"
-  val-log-level: 2
-  # Nothing else exists: no query leaves the machine.
-  local-zone: "." refuse
-  local-zone: "{zone}" transparent
-auth-zone:
-  name: "{zone}"
-  zonefile: "{dir}/zone.signed"
-  for-upstream: yes
-  for-downstream: no
-  fallback-enabled: no
-auth-zone:
-  name: "{insecure}"
-  zonefile: "{dir}/insecure.zone"
-  for-upstream: yes
-  for-downstream: no
-  fallback-enabled: no
-remote-control:
-  control-enable: no
 """
 
 
@@ -146,51 +97,12 @@ def _corrupt(zone: dns.zone.Zone, name: dns.name.Name) -> None:
 
 @contextmanager
 def run_validating_unbound(tmp: Path) -> Iterator[Unbound]:
-    exe = shutil.which("unbound")
-    if exe is None:
-        raise RuntimeError("unbound is not installed")
     (tmp / "anchor.ds").write_text(_sign(tmp))
     (tmp / "insecure.zone").write_text(INSECURE_TEXT)
-    port = free_port(ADDR)
-    conf = tmp / "unbound.conf"
-    conf.write_text(
-        UNBOUND_CONF.format(addr=ADDR, port=port, dir=tmp, zone=ZONE, insecure=INSECURE)
-    )
-    check = subprocess.run(
-        ["unbound-checkconf", str(conf)], capture_output=True, text=True, check=False
-    )
-    if check.returncode != 0:
-        raise RuntimeError(f"unbound-checkconf: {check.stdout}{check.stderr}")
-    proc = subprocess.Popen([exe, "-d", "-c", str(conf)], stderr=subprocess.PIPE)
-    server = Unbound(ADDR, port, proc, tmp / "unbound.log")
-    try:
-        _wait_ready(server)
+    with run_unbound(
+        tmp,
+        ADDR,
+        lambda port: validating_config(ADDR, port, tmp, ZONE, INSECURE),
+        dns.message.make_query(f"www.{ZONE}", "A", want_dnssec=True),
+    ) as server:
         yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
-
-
-def _wait_ready(server: Unbound) -> None:
-    deadline = time.monotonic() + 10
-    query = dns.message.make_query(f"www.{ZONE}", "A", want_dnssec=True)
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            err = server.proc.stderr.read().decode() if server.proc.stderr else ""
-            log = server.log.read_text() if server.log.exists() else ""
-            raise RuntimeError(f"unbound exited {server.proc.returncode}: {err}{log}")
-        try:
-            answer = dns.query.udp(query, server.addr, port=server.port, timeout=0.3)
-        except (OSError, dns.exception.Timeout):
-            time.sleep(0.05)
-            continue
-        if answer.rcode() == dns.rcode.NOERROR:
-            return
-        time.sleep(0.05)
-    raise RuntimeError("validating unbound did not answer www within 10s")

@@ -23,8 +23,12 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 import yaml
-from stub_process import REPO, StubProcess, run_stub, write_config
-from upstream_servers import Unbound, free_port, run_unbound
+
+from testkit.ports import free_port
+from testkit.unbound import Unbound
+
+from .stub_process import REPO, StubProcess, run_stub, write_config
+from .upstream_servers import run_unbound
 
 # 127.0.50.0/24 belongs to the control-socket tests (contracts: unique loopback ranges).
 STUB_ADDR = "127.0.50.2"

@@ -32,11 +32,13 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
-from dnssec_world import ZONE, run_validating_unbound
-from stub_process import StubProcess, run_stub, write_config
-from upstream_servers import Unbound, free_port
 
 from stubresolver import control
+from testkit.ports import free_port
+from testkit.unbound import Unbound
+
+from .dnssec_world import ZONE, run_validating_unbound
+from .stub_process import StubProcess, run_stub, write_config
 
 STUB_ADDR = "127.0.20.3"
 CAP = 1232  # server.udp_max_payload's default (DNS flag day 2020)

@@ -27,8 +27,12 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
-from stub_process import StubProcess, run_stub, write_config
-from upstream_servers import BIG_TXT_COUNT, Unbound, free_port, run_unbound
+
+from testkit.ports import free_port
+from testkit.unbound import Unbound
+
+from .stub_process import StubProcess, run_stub, write_config
+from .upstream_servers import BIG_TXT_COUNT, run_unbound
 
 STUB_ADDR = "127.0.20.2"
 
@@ -514,7 +518,7 @@ def test_listen_in_use_fails_cleanly(tmp_path: Path, unbound: Unbound) -> None:
     import subprocess
     import sys
 
-    from stub_process import REPO
+    from .stub_process import REPO
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
         busy.bind((STUB_ADDR, 0))

@@ -18,8 +18,12 @@ from pathlib import Path
 import dns.message
 import dns.query
 import pytest
-from stub_process import StubProcess, run_stub, write_config
-from upstream_servers import Unbound, free_port, run_unbound
+
+from testkit.ports import free_port
+from testkit.unbound import Unbound
+
+from .stub_process import StubProcess, run_stub, write_config
+from .upstream_servers import run_unbound
 
 # 127.0.60.0/24 belongs to the TCP-bounds tests (unique loopback ranges per test module).
 STUB_ADDR = "127.0.60.2"

@@ -18,11 +18,7 @@ import dns.edns
 import dns.message
 import dns.rcode
 import dns.rrset
-import pytest
-from tlsworld import AUTH_NAME, LO, SCRIPT_TLS_ADDR, ScriptedTlsServer, make_pki, query
-from upstream_servers import ScriptedUdpServer
 
-from bench.pki import Pki
 from stubresolver.cache import Cache
 from stubresolver.config import UpstreamConfig
 from stubresolver.policy import LocalPolicy
@@ -30,11 +26,10 @@ from stubresolver.resolver import AnswerNow, Forward, Outcome, Resolver
 from stubresolver.upstream.base import Awaited, Upstream
 from stubresolver.upstream.plain import UdpUpstream
 from stubresolver.upstream.tls import TlsUpstream
+from testkit.pki import Pki
 
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
+from .tlsworld import AUTH_NAME, LO, SCRIPT_TLS_ADDR, ScriptedTlsServer, query
+from .upstream_servers import ScriptedUdpServer
 
 
 def dot(port: int, ca: Path) -> TlsUpstream:

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import dns.message
 import dns.rcode
 import pytest
-from tlsworld import (
+
+from stubresolver import wire
+from stubresolver.config import UpstreamConfig
+from stubresolver.errors import UpstreamError
+from stubresolver.upstream.base import Awaited, settle_future
+from stubresolver.upstream.factory import make_upstream
+from stubresolver.upstream.https import HttpsUpstream
+from testkit.pki import Pki
+
+from .tlsworld import (
     AUTH_NAME,
     CALLER_ID,
     LO,
@@ -21,19 +29,9 @@ from tlsworld import (
     ScriptedTlsServer,
     UnboundTls,
     addresses,
-    make_pki,
     query,
     run,
-    run_unbound_tls,
 )
-
-from bench.pki import Pki
-from stubresolver import wire
-from stubresolver.config import UpstreamConfig
-from stubresolver.errors import UpstreamError
-from stubresolver.upstream.base import Awaited, settle_future
-from stubresolver.upstream.factory import make_upstream
-from stubresolver.upstream.https import HttpsUpstream
 
 
 def doh_cfg(
@@ -51,28 +49,6 @@ def doh_cfg(
         ca_file=str(ca) if ca else None,
         spki_pins=pins,
     )
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def unbound(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[UnboundTls]:
-    with run_unbound_tls(tmp_path_factory.mktemp("unbound-doh"), pki) as server:
-        yield server
-
-
-@pytest.fixture
-def own_unbound(tmp_path: Path, pki: Pki) -> Iterator[UnboundTls]:
-    with run_unbound_tls(tmp_path, pki) as server:
-        yield server
-
-
-@pytest.fixture
-def connects(monkeypatch: pytest.MonkeyPatch) -> ConnectCounter:
-    return ConnectCounter(monkeypatch)
 
 
 def test_answer_over_doh(unbound: UnboundTls, pki: Pki, connects: ConnectCounter) -> None:

@@ -16,14 +16,6 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
-from upstream_servers import (
-    BIG_TXT_COUNT,
-    SCRIPT_ADDR,
-    ScriptedUdpServer,
-    Unbound,
-    free_port,
-    run_unbound,
-)
 
 from stubresolver import netbind, wire
 from stubresolver.config import UpstreamConfig
@@ -34,6 +26,10 @@ from stubresolver.upstream import plain
 from stubresolver.upstream.base import Awaited, Exchanger, Upstream, settle_future
 from stubresolver.upstream.factory import make_upstream
 from stubresolver.upstream.plain import MAX_USES, POOL_SIZE, TcpUpstream, UdpUpstream
+from testkit.ports import free_port
+from testkit.unbound import Unbound
+
+from .upstream_servers import BIG_TXT_COUNT, SCRIPT_ADDR, ScriptedUdpServer, run_unbound
 
 LO = TunnelState(up=True, ifname="lo", ifindex=1, addresses=("127.0.0.1", "::1"), epoch=1)
 LO_DOWN = TunnelState(up=False, ifname="lo", ifindex=1, addresses=("127.0.0.1", "::1"), epoch=2)

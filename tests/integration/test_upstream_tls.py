@@ -7,30 +7,13 @@ import asyncio
 import functools
 import socket
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import dns.message
 import dns.rcode
 import pytest
-from tlsworld import (
-    AUTH_NAME,
-    CALLER_ID,
-    LO,
-    SCRIPT_TLS_ADDR,
-    ConnectCounter,
-    ScriptedTlsServer,
-    UnboundTls,
-    addresses,
-    answer_a,
-    make_pki,
-    query,
-    run,
-    run_unbound_tls,
-)
 
-from bench.pki import Pki
 from stubresolver import wire
 from stubresolver.cache import Cache
 from stubresolver.config import UpstreamConfig
@@ -40,6 +23,21 @@ from stubresolver.resolver import Forward, Resolver
 from stubresolver.upstream.base import Awaited, settle_future
 from stubresolver.upstream.factory import make_upstream
 from stubresolver.upstream.tls import TlsUpstream
+from testkit.pki import Pki
+
+from .tlsworld import (
+    AUTH_NAME,
+    CALLER_ID,
+    LO,
+    SCRIPT_TLS_ADDR,
+    ConnectCounter,
+    ScriptedTlsServer,
+    UnboundTls,
+    addresses,
+    answer_a,
+    query,
+    run,
+)
 
 
 def dot_cfg(
@@ -57,29 +55,6 @@ def dot_cfg(
         ca_file=str(ca) if ca else None,
         spki_pins=pins,
     )
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def unbound(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[UnboundTls]:
-    with run_unbound_tls(tmp_path_factory.mktemp("unbound-tls"), pki) as server:
-        yield server
-
-
-@pytest.fixture
-def own_unbound(tmp_path: Path, pki: Pki) -> Iterator[UnboundTls]:
-    """An unbound of the test's own, for tests that stop and restart it."""
-    with run_unbound_tls(tmp_path, pki) as server:
-        yield server
-
-
-@pytest.fixture
-def connects(monkeypatch: pytest.MonkeyPatch) -> ConnectCounter:
-    return ConnectCounter(monkeypatch)
 
 
 # --- answers, reuse, padding, resumption -------------------------------------------------

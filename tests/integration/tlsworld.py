@@ -5,13 +5,11 @@ of our own that answers pipelined queries in the order a test wants."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import ssl
 import struct
 import subprocess
 import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,10 +19,13 @@ import dns.message
 import dns.rrset
 import pytest
 
-from bench import pki as pki_module
-from bench.pki import Pki
+import testkit.pki
 from stubresolver import netbind
 from stubresolver.tunnel_state import TunnelState
+from testkit.pki import Pki
+from testkit.ports import free_ports
+from testkit.processes import Process
+from testkit.unbound import loopback_tls_config, start_unbound, wait_listening, write_config
 
 # 127.0.30.0/24 belongs to the encrypted-upstream tests (contracts: unique loopback ranges).
 TLS_ADDR = "127.0.30.1"
@@ -32,55 +33,9 @@ SCRIPT_TLS_ADDR = "127.0.30.2"
 AUTH_NAME = "dns.test.example"
 
 
-def free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def make_pki(tmp: Path) -> Pki:
-    """The test PKI for the loopback DoT/DoH servers (bench/pki.py makes it)."""
-    return pki_module.make_pki(tmp, AUTH_NAME, (TLS_ADDR, SCRIPT_TLS_ADDR))
-
-
-UNBOUND_TLS_CONF = """\
-server:
-  interface: {addr}@{dot}
-  interface: {addr}@{doh}
-  tls-port: {dot}
-  https-port: {doh}
-  tls-service-key: "{key}"
-  tls-service-pem: "{cert}"
-  http-endpoint: "/dns-query"
-  do-ip4: yes
-  do-ip6: no
-  do-udp: no
-  do-tcp: yes
-  num-threads: 1
-  so-reuseport: no
-  username: ""
-  chroot: ""
-  directory: "{dir}"
-  pidfile: "{dir}/unbound.pid"
-  use-syslog: no
-  logfile: "{dir}/unbound.log"
-  verbosity: 1
-  tcp-idle-timeout: 30000
-  module-config: "iterator"
-  access-control: 127.0.0.0/8 allow
-  statistics-cumulative: yes
-  extended-statistics: yes
-  # Never recurse anywhere: only the test zone is answered, everything else REFUSED.
-  local-zone: "." refuse
-  local-zone: "example." static
-  local-data: "example. 300 IN SOA ns.example. host.example. 1 3600 600 86400 300"
-  local-data: "a.example. 300 IN A 192.0.2.1"
-  local-data: "b.example. 300 IN A 192.0.2.2"
-remote-control:
-  control-enable: yes
-  control-interface: "{dir}/control.sock"
-  control-use-cert: no
-"""
+    """The test PKI for the loopback DoT/DoH servers (testkit/pki.py makes it)."""
+    return testkit.pki.make_pki(tmp, AUTH_NAME, (TLS_ADDR, SCRIPT_TLS_ADDR))
 
 
 @dataclass
@@ -92,59 +47,31 @@ class UnboundTls:
     addr: str = TLS_ADDR
     dot_port: int = 0
     doh_port: int = 0
-    proc: subprocess.Popen[bytes] | None = None
+    proc: Process | None = None
 
     @property
     def conf(self) -> Path:
         return self.dir / "unbound.conf"
 
     def write_conf(self) -> None:
-        self.dot_port = free_port(self.addr)
-        self.doh_port = free_port(self.addr)
-        self.conf.write_text(
-            UNBOUND_TLS_CONF.format(
-                addr=self.addr,
-                dot=self.dot_port,
-                doh=self.doh_port,
-                dir=self.dir,
-                key=self.pki.key,
-                cert=self.pki.cert,
-            )
+        self.dot_port, self.doh_port = free_ports(self.addr, 2)
+        write_config(
+            self.conf,
+            loopback_tls_config(
+                self.addr, self.dot_port, self.doh_port, self.dir, self.pki.key, self.pki.cert
+            ),
         )
-        check = subprocess.run(
-            ["unbound-checkconf", str(self.conf)], capture_output=True, text=True, check=False
-        )
-        if check.returncode != 0:
-            raise RuntimeError(f"unbound-checkconf: {check.stdout}{check.stderr}")
 
     def start(self) -> None:
-        exe = shutil.which("unbound")
-        if exe is None:
-            raise RuntimeError("unbound is not installed")
-        self.proc = subprocess.Popen([exe, "-d", "-c", str(self.conf)], stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                log = (self.dir / "unbound.log").read_text(errors="replace")
-                raise RuntimeError(f"unbound exited {self.proc.returncode}: {err}{log}")
-            if all(_port_open(self.addr, p) for p in (self.dot_port, self.doh_port)):
-                return
-            time.sleep(0.05)
-        raise RuntimeError("unbound did not listen within 10s")
+        self.proc = start_unbound("unbound-tls", self.conf, self.dir / "unbound-stderr.log")
+        wait_listening(
+            self.proc, self.addr, (self.dot_port, self.doh_port), self.dir / "unbound.log"
+        )
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        if proc is not None:
+            proc.stop(grace=5)
 
     def stats(self) -> dict[str, float]:
         """``unbound-control stats_noreset`` as a mapping (num.query.tls, ...)."""
@@ -160,12 +87,6 @@ class UnboundTls:
             except ValueError:
                 continue
         return values
-
-
-def _port_open(addr: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.2)
-        return s.connect_ex((addr, port)) == 0
 
 
 @contextmanager

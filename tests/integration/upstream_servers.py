@@ -3,20 +3,17 @@ scripted UDP server that can misbehave (spoofing) on demand."""
 
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import dns.exception
 import dns.message
-import dns.query
-import dns.rcode
+
+import testkit.unbound
+from testkit.unbound import Unbound, loopback_config
 
 # 127.0.10.0/24 belongs to the upstream/tunnel tests (contracts: unique loopback ranges).
 UNBOUND_ADDR = "127.0.10.1"
@@ -26,110 +23,23 @@ BIG_TXT_COUNT = 12
 BIG_TXT_STRING = "x" * 90  # 12 x ~100 bytes: far over 512, so TC without EDNS
 
 
-def free_port(host: str) -> int:
-    """A port free for both UDP and TCP on ``host`` (kernel-chosen, then released)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind((host, 0))
-            port = int(t.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind((host, port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError(f"no free port on {host}")
-
-
-UNBOUND_CONF = """\
-server:
-  interface: {addr}
-  port: {port}
-  do-ip4: yes
-  do-ip6: no
-  do-udp: yes
-  do-tcp: yes
-  num-threads: 1
-  so-reuseport: no
-  username: ""
-  chroot: ""
-  directory: "{dir}"
-  pidfile: "{dir}/unbound.pid"
-  use-syslog: no
-  logfile: "{dir}/unbound.log"
-  verbosity: 1
-  do-not-query-localhost: no
-  module-config: "iterator"
-  access-control: 127.0.0.0/8 allow
-  # Never recurse anywhere: only the test zone is answered, everything else REFUSED.
-  local-zone: "." refuse
-  local-zone: "example." static
-  local-data: "example. 300 IN SOA ns.example. host.example. 1 3600 600 86400 300"
-  local-data: "a.example. 300 IN A 192.0.2.1"
-  local-data: "b.example. 300 IN A 192.0.2.2"
-{big}
-remote-control:
-  control-enable: no
-"""
-
-
-@dataclass
-class Unbound:
-    addr: str
-    port: int
-    proc: subprocess.Popen[bytes]
-    log: Path
+def _big_txt() -> list[str]:
+    return [
+        f"  local-data: 'big.example. 300 IN TXT \"{i:02d}{BIG_TXT_STRING}\"'"
+        for i in range(BIG_TXT_COUNT)
+    ]
 
 
 @contextmanager
 def run_unbound(tmp: Path) -> Iterator[Unbound]:
-    exe = shutil.which("unbound")
-    if exe is None:
-        raise RuntimeError("unbound is not installed")
-    port = free_port(UNBOUND_ADDR)
-    big = "\n".join(
-        f"  local-data: 'big.example. 300 IN TXT \"{i:02d}{BIG_TXT_STRING}\"'"
-        for i in range(BIG_TXT_COUNT)
-    )
-    conf = tmp / "unbound.conf"
-    conf.write_text(UNBOUND_CONF.format(addr=UNBOUND_ADDR, port=port, dir=tmp, big=big))
-    check = subprocess.run(
-        ["unbound-checkconf", str(conf)], capture_output=True, text=True, check=False
-    )
-    if check.returncode != 0:
-        raise RuntimeError(f"unbound-checkconf: {check.stdout}{check.stderr}")
-    proc = subprocess.Popen([exe, "-d", "-c", str(conf)], stderr=subprocess.PIPE)
-    server = Unbound(UNBOUND_ADDR, port, proc, tmp / "unbound.log")
-    try:
-        _wait_ready(server)
+    """unbound on UNBOUND_ADDR serving the example. zone plus big.example. (TXT over 512)."""
+    with testkit.unbound.run_unbound(
+        tmp,
+        UNBOUND_ADDR,
+        lambda port: loopback_config(UNBOUND_ADDR, port, tmp, _big_txt()),
+        dns.message.make_query("a.example.", "A"),
+    ) as server:
         yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
-
-
-def _wait_ready(server: Unbound) -> None:
-    deadline = time.monotonic() + 10
-    query = dns.message.make_query("a.example.", "A")
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            err = server.proc.stderr.read().decode() if server.proc.stderr else ""
-            log = server.log.read_text() if server.log.exists() else ""
-            raise RuntimeError(f"unbound exited {server.proc.returncode}: {err}{log}")
-        try:
-            answer = dns.query.udp(query, server.addr, port=server.port, timeout=0.2)
-        except (OSError, dns.exception.Timeout):
-            time.sleep(0.05)
-            continue
-        if answer.rcode() == dns.rcode.NOERROR:
-            return
-    raise RuntimeError("unbound did not become ready within 10s")
 
 
 Script = Callable[["ScriptedUdpServer", bytes, tuple[str, int]], None]

@@ -16,36 +16,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from bench import pki as pki_module
-from bench.pki import Pki
+import testkit.pki
+from testkit.pki import Pki
+from testkit.processes import Process
+from testkit.unbound import DOH_PATH, vpn_tls_config
 
 from .harness import Stub
-from .world import (
-    C_TUN_ADDR,
-    LOAD_ADDR,
-    LOAD_ZONE,
-    VPN_TUN_ADDR,
-    WWW_ADDR,
-    WWW_NAME,
-    Process,
-    World,
-    WorldError,
-    run,
-)
+from .world import C_TUN_ADDR, VPN_ALLOW, VPN_TUN_ADDR, VPN_ZONE, World, WorldError, run
 
 AUTH_NAME: Final = "dns.test.example"
 WRONG_NAME: Final = "wrong.test.example"
 DOT_PORT: Final = 853
 DOH_PORT: Final = 443
-DOH_PATH: Final = "/dns-query"
 
 
 # ------------------------------------------------------------------------------- PKI
 
 
 def make_pki(tmp: Path) -> Pki:
-    """The test PKI: a leaf for AUTH_NAME and the VPN tunnel IP (bench/pki.py makes it)."""
-    return pki_module.make_pki(tmp, AUTH_NAME, (VPN_TUN_ADDR,), label="e2e")
+    """The test PKI: a leaf for AUTH_NAME and the VPN tunnel IP (testkit/pki.py makes it)."""
+    return testkit.pki.make_pki(tmp, AUTH_NAME, (VPN_TUN_ADDR,), label="e2e")
 
 
 # ---------------------------------------------------------------- DoT/DoH server (VPN ns)
@@ -109,41 +99,9 @@ def start_tls_server(world: World, pki: Pki, timeout: float = 10.0) -> TlsServer
     log = workdir / "unbound.log"
     conf = workdir / "unbound.conf"
     conf.write_text(
-        f"""server:
-  username: ""
-  chroot: ""
-  directory: "{workdir}"
-  pidfile: ""
-  do-daemonize: no
-  use-syslog: no
-  logfile: "{log}"
-  verbosity: 1
-  log-queries: yes
-  num-threads: 1
-  so-reuseport: no
-  interface: {VPN_TUN_ADDR}@{DOT_PORT}
-  interface: {VPN_TUN_ADDR}@{DOH_PORT}
-  tls-port: {DOT_PORT}
-  https-port: {DOH_PORT}
-  tls-service-key: "{pki.key}"
-  tls-service-pem: "{pki.cert}"
-  http-endpoint: "{DOH_PATH}"
-  do-ip4: yes
-  do-ip6: no
-  do-udp: no
-  do-tcp: yes
-  tcp-idle-timeout: 30000
-  access-control: 100.66.0.0/24 allow
-  module-config: "iterator"
-  # Authoritative-only: nothing outside the test zone is ever recursed for.
-  local-zone: "." static
-  local-zone: "example." static
-  local-data: "{WWW_NAME} 300 IN A {WWW_ADDR}"
-  local-zone: "{LOAD_ZONE}" redirect
-  local-data: "{LOAD_ZONE} 60 IN A {LOAD_ADDR}"
-remote-control:
-  control-enable: no
-"""
+        vpn_tls_config(
+            VPN_TUN_ADDR, DOT_PORT, DOH_PORT, workdir, log, pki.key, pki.cert, VPN_ALLOW, VPN_ZONE
+        )
     )
     run(["unbound-checkconf", str(conf)])
     server = TlsServer(world, conf, log)

@@ -15,8 +15,10 @@ from typing import Any
 
 import pytest
 
+from testkit.processes import Process
+
 from .probe import query
-from .world import REPO_ROOT, Process, World
+from .world import REPO_ROOT, World
 
 
 def _percentiles(values: list[float]) -> dict[str, float | int | None]:

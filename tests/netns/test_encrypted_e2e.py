@@ -46,7 +46,7 @@ from typing import Any, Final
 
 import pytest
 
-from bench.pki import Pki
+from testkit.pki import Pki
 
 from .encrypted_world import (
     DOH_PORT,

@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 
+from testkit.processes import Process
+
 from .probe import query
-from .world import C_TUN_ADDR, REPO_ROOT, WWW_ADDR, WWW_NAME, Process, World
+from .world import C_TUN_ADDR, REPO_ROOT, WWW_ADDR, WWW_NAME, World
 
 pytestmark = pytest.mark.root
 

@@ -1,17 +1,25 @@
-"""Smoke test for the benchmark's pure helpers: parsing, zone and query generation.
+"""Smoke test for the pure helpers the benchmark takes from testkit: dnsperf parsing, server
+configs, zone and query generation, targets.
 
-No servers are started and nothing is timed: timings belong in bench/run.py's output,
-never in pass/fail tests.
+No servers are started and nothing is timed: timings belong in the benchmark's output,
+never in pass/fail tests. The benchmark itself is never loaded here (tests and bench share
+testkit, never each other).
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from testkit import dnsperf, dnsprobe, procfs, stubconfig, targets, unbound, zones
 
-from bench import encrypted, run
+# The bench's addresses and TLS name (bench/run.py, bench/encrypted.py), written as the
+# configs must show them.
+UPSTREAM_IP = "127.0.40.1"
+STUB_IP = "127.0.40.3"
+TLS_UPSTREAM_IP = "127.0.40.10"
+FORWARDER_IP = "127.0.40.11"
+AUTH_NAME = "dns.bench.example"
+FRONT_ENDS = ("stub-dot", "stub-doh", "unbound-fwd")  # the front ends of bench/encrypted.py
 
 DNSPERF_TCP = """\
 DNS Performance Testing Tool
@@ -49,7 +57,7 @@ Connection Statistics:
 
 
 def test_parse_dnsperf_takes_query_statistics_not_connection_statistics() -> None:
-    res = run.parse_dnsperf(DNSPERF_TCP)
+    res = dnsperf.parse_dnsperf(DNSPERF_TCP)
     assert (res.sent, res.completed, res.lost) == (4, 3, 1)
     assert res.qps == 1.499933
     assert res.run_time == 2.000089
@@ -63,22 +71,22 @@ def test_parse_dnsperf_takes_query_statistics_not_connection_statistics() -> Non
 
 def test_parse_dnsperf_notices_end_of_file() -> None:
     text = "[Status] Testing complete (end of file)\n\nStatistics:\n\n  Queries sent: 5\n"
-    res = run.parse_dnsperf(text)
+    res = dnsperf.parse_dnsperf(text)
     assert res.end_of_file
     assert res.sent == 5
 
 
 def test_percentile_nearest_rank() -> None:
     values = [float(x) for x in range(1, 101)]
-    assert run.percentile(values, 50) == 50.0
-    assert run.percentile(values, 95) == 95.0
-    assert run.percentile(values, 100) == 100.0
-    assert run.percentile([3.0], 1) == 3.0
-    assert run.percentile([], 50) is None
+    assert dnsperf.percentile(values, 50) == 50.0
+    assert dnsperf.percentile(values, 95) == 95.0
+    assert dnsperf.percentile(values, 100) == 100.0
+    assert dnsperf.percentile([3.0], 1) == 3.0
+    assert dnsperf.percentile([], 50) is None
 
 
 def test_unbound_config_has_zone_wildcard_and_loopback_settings() -> None:
-    text = run.unbound_config(5353, "/tmp/x", names=20)
+    text = unbound.bench_config(UPSTREAM_IP, 5353, "/tmp/x", names=20)
     assert text.count("local-data:") == 21  # 20 names + the wildcard apex
     assert 'local-zone: "u.bench.example." redirect' in text
     assert 'local-zone: "bench.example." static' in text
@@ -89,18 +97,18 @@ def test_unbound_config_has_zone_wildcard_and_loopback_settings() -> None:
 
 
 def test_query_lines_are_distinct_and_tagged() -> None:
-    hits = list(run.hit_query_lines(300))
+    hits = list(zones.hit_query_lines(300))
     assert len(set(hits)) == 300
     assert hits[257] == "h257.bench.example A\n"
-    assert run.hit_address(257) == "10.0.1.1"
-    a = list(run.unique_query_lines("t001", 1000))
-    b = list(run.unique_query_lines("t002", 1000))
+    assert zones.hit_address(257) == "10.0.1.1"
+    a = list(zones.unique_query_lines("t001", 1000))
+    b = list(zones.unique_query_lines("t002", 1000))
     assert len(set(a) | set(b)) == 2000
     assert all(line.endswith(".u.bench.example A\n") for line in a)
 
 
 def test_stub_config_uses_loopback_tunnel_and_udp_upstream() -> None:
-    text = run.stub_config(5301, 5300)
+    text = stubconfig.plain_stub_config(STUB_IP, 5301, UPSTREAM_IP, 5300)
     assert 'listen: ["127.0.40.3:5301"]' in text
     assert 'interfaces: ["lo"]' in text
     assert "udp://127.0.40.1:5300" in text
@@ -108,34 +116,36 @@ def test_stub_config_uses_loopback_tunnel_and_udp_upstream() -> None:
 
 
 def test_probe_query_and_answer_check() -> None:
-    q = run.build_query("h0.bench.example", 0x1234)
+    q = dnsprobe.build_query("h0.bench.example", 0x1234)
     assert q[:2] == b"\x12\x34"
     assert q[12:] == b"\x02h0\x05bench\x07example\x00\x00\x01\x00\x01"
     answer = bytes([0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]) + q[12:]
-    assert run.answer_ok(answer, 0x1234)
-    assert not run.answer_ok(answer, 0x1235)
+    assert dnsprobe.answer_ok(answer, 0x1234)
+    assert not dnsprobe.answer_ok(answer, 0x1235)
     refused = bytes([0x12, 0x34, 0x81, 0x85, 0, 1, 0, 0, 0, 0, 0, 0]) + q[12:]
-    assert not run.answer_ok(refused, 0x1234)
-    assert not run.answer_ok(q, 0x1234)  # a query is not an answer
+    assert not dnsprobe.answer_ok(refused, 0x1234)
+    assert not dnsprobe.answer_ok(q, 0x1234)  # a query is not an answer
 
 
 def test_median_ratio_and_targets() -> None:
-    assert run.median_ratio([2.0, 3.0, 4.0], [1.0, 1.0, 2.0]) == 2.0
-    assert run.median_ratio([1.0], [0.0]) is None
-    hit_qps = next(t for t in run.TARGETS if t.key == "hit_qps_udp")
+    assert targets.median_ratio([2.0, 3.0, 4.0], [1.0, 1.0, 2.0]) == 2.0
+    assert targets.median_ratio([1.0], [0.0]) is None
+    hit_qps = next(t for t in targets.TARGETS if t.key == "hit_qps_udp")
     assert hit_qps.check(1.0) == "PASS"
     assert hit_qps.check(0.99) == "MISS"
     assert hit_qps.check(None) == "n/a"
-    rss = next(t for t in run.TARGETS if t.key == "rss_100k")
+    rss = next(t for t in targets.TARGETS if t.key == "rss_100k")
     assert rss.check(59.9) == "PASS"
     assert rss.check(60.1) == "MISS"
 
 
-# ---- bench/encrypted.py (DoT/DoH workloads): config generation and small parsers
+# ---- the DoT/DoH workloads (bench/encrypted.py): config generation and small parsers
 
 
 def test_tls_upstream_config_serves_zone_over_dot_and_doh() -> None:
-    text = encrypted.tls_upstream_config(5300, 5301, 5302, "/tmp/x", "/k.key", "/c.pem", names=5)
+    text = unbound.bench_tls_config(
+        TLS_UPSTREAM_IP, 5300, 5301, 5302, "/tmp/x", "/k.key", "/c.pem", names=5
+    )
     for needed in (
         "interface: 127.0.40.10@5300", "interface: 127.0.40.10@5301",
         "interface: 127.0.40.10@5302", "tls-port: 5301", "https-port: 5302",
@@ -147,7 +157,9 @@ def test_tls_upstream_config_serves_zone_over_dot_and_doh() -> None:
 
 
 def test_forwarder_config_forwards_everything_over_authenticated_tls() -> None:
-    text = encrypted.forwarder_config(5400, 5301, "/ca.pem", "/tmp/x")
+    text = unbound.bench_forwarder_config(
+        FORWARDER_IP, 5400, TLS_UPSTREAM_IP, 5301, AUTH_NAME, "/ca.pem", "/tmp/x"
+    )
     assert "interface: 127.0.40.11@5400" in text
     assert 'tls-cert-bundle: "/ca.pem"' in text
     assert "forward-tls-upstream: yes" in text
@@ -163,8 +175,8 @@ def test_stub_config_with_encrypted_upstreams_parses(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("not parsed here\n")
     for scheme, port in (("tls", 853), ("https", 8443)):
-        url = encrypted.upstream_url(scheme, "127.0.40.10", port)
-        text = encrypted.stub_config("127.0.40.12", 5500, url, str(ca))
+        url = stubconfig.upstream_url(scheme, "127.0.40.10", port, AUTH_NAME, "/dns-query")
+        text = stubconfig.encrypted_stub_config("127.0.40.12", 5500, url, str(ca))
         cfg = parse_config(yaml.safe_load(text))
         (up,) = cfg.upstreams
         assert (up.scheme, up.host, up.port) == (scheme, "127.0.40.10", port)
@@ -172,15 +184,15 @@ def test_stub_config_with_encrypted_upstreams_parses(tmp_path: Path) -> None:
         assert up.ca_file == str(ca)
         assert up.path == ("/dns-query" if scheme == "https" else None)
     assert (
-        encrypted.upstream_url("tls", "127.0.40.10", 853)
+        stubconfig.upstream_url("tls", "127.0.40.10", 853, AUTH_NAME, "/dns-query")
         == "tls://127.0.40.10:853#dns.bench.example"
     )
 
 
 def test_rotate_gives_each_front_end_each_slot() -> None:
-    orders = [encrypted.rotate(encrypted.FRONT_ENDS, r) for r in (1, 2, 3, 4)]
-    assert orders[0] == list(encrypted.FRONT_ENDS)
-    assert {o[0] for o in orders[:3]} == set(encrypted.FRONT_ENDS)
+    orders = [targets.rotate(FRONT_ENDS, r) for r in (1, 2, 3, 4)]
+    assert orders[0] == list(FRONT_ENDS)
+    assert {o[0] for o in orders[:3]} == set(FRONT_ENDS)
     assert orders[3] == orders[0]
 
 
@@ -192,4 +204,4 @@ def test_tcp_inodes_to_matches_established_connections_to_the_port() -> None:
         "   1: 0100007F:A001 0A28007F:0355 06 00000000:00000000 00:00000000 00000000 0 0 112 1\n"
         "   2: 0100007F:A002 0B28007F:0355 01 00000000:00000000 00:00000000 00000000 0 0 113 1\n"
     )
-    assert encrypted.tcp_inodes_to(proc_net_tcp, "127.0.40.10", 853) == {111}
+    assert procfs.tcp_inodes_to(proc_net_tcp, "127.0.40.10", 853) == {111}

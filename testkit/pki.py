@@ -1,4 +1,4 @@
-"""A throwaway PKI made with the openssl CLI, for the DoT/DoH benchmark and tests.
+"""A throwaway PKI made with the openssl CLI, for the DoT/DoH tests and the benchmark.
 
 EC P-256 keys (fast to make), valid two days: a CA, a server leaf for one name and some IPs
 signed by it (written as a chain file, leaf then CA, as servers want it), plus an unrelated
