@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -386,9 +387,20 @@ def parse_upstream(item: object, where: str) -> UpstreamConfig:
     )
     if (upstream.ca_file or upstream.spki_pins) and scheme not in ("tls", "https"):
         raise ConfigError(where, "ca_file and spki_pins apply only to tls:// and https://")
-    if upstream.ca_file is not None and not Path(upstream.ca_file).is_file():
-        raise ConfigError(f"{where}.ca_file", f"{upstream.ca_file!r} is not a readable file")
+    if upstream.ca_file is not None:
+        _check_ca_file(upstream.ca_file, f"{where}.ca_file")
     return upstream
+
+
+def _check_ca_file(path: str, where: str) -> None:
+    """The one check of a CA bundle: it exists and loads as one (PEM certificates), so a
+    bad file is a config error at check-config, never a failure at the first query."""
+    if not Path(path).is_file():
+        raise ConfigError(where, f"{path!r} is not a readable file")
+    try:
+        ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(where, f"cannot load {path!r} as a CA bundle: {exc}") from exc
 
 
 def _parse_tunnel(raw: object) -> TunnelConfig:

@@ -10,19 +10,14 @@ from __future__ import annotations
 import ssl
 from collections.abc import Sequence
 
-from stubresolver.errors import ConfigError
-
 
 def make_context(ca_file: str | None, alpn: Sequence[str] = ()) -> ssl.SSLContext:
     """A client context: certificate and host name checked, TLS 1.2 minimum (RFC 8310 9).
 
-    With ``ca_file`` only that bundle is trusted, otherwise the system's CAs. Raises
-    ConfigError when the bundle cannot be loaded.
+    With ``ca_file`` only that bundle is trusted, otherwise the system's CAs. The bundle was
+    checked once, when the config was read (config._check_ca_file).
     """
-    try:
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError("upstreams.ca_file", f"cannot load {ca_file!r}: {exc}") from exc
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.check_hostname = True
     ctx.verify_mode = ssl.CERT_REQUIRED

@@ -8,9 +8,8 @@ testkit, never each other).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from testkit import dnsperf, dnsprobe, procfs, stubconfig, targets, unbound, zones
+from testkit.pki import Pki
 
 # The bench's addresses and TLS name (bench/run.py, bench/encrypted.py), written as the
 # configs must show them.
@@ -167,13 +166,12 @@ def test_forwarder_config_forwards_everything_over_authenticated_tls() -> None:
     assert "local-data" not in text  # the forwarder holds no zone of its own
 
 
-def test_stub_config_with_encrypted_upstreams_parses(tmp_path: Path) -> None:
+def test_stub_config_with_encrypted_upstreams_parses(pki: Pki) -> None:
     import yaml
 
     from stubresolver.config import parse_config
 
-    ca = tmp_path / "ca.pem"
-    ca.write_text("not parsed here\n")
+    ca = pki.ca  # a real bundle: the config loads it
     for scheme, port in (("tls", 853), ("https", 8443)):
         url = stubconfig.upstream_url(scheme, "127.0.40.10", port, AUTH_NAME, "/dns-query")
         text = stubconfig.encrypted_stub_config("127.0.40.12", 5500, url, str(ca))

@@ -370,3 +370,13 @@ def test_local_records_parse_to_wire_form() -> None:
     ).local.records
     assert b"\xc0" not in soa.rdata
     assert soa.rdata.startswith(b"\x02ns\x03lan\x00\x04host\x02ns\x03lan\x00")
+
+
+def test_a_ca_file_that_is_no_bundle_is_a_config_error(tmp_path: Path) -> None:
+    """Checked once, at config time, with the key path (issue 8): not at the first query."""
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    with pytest.raises(ConfigError) as info:
+        parse_config(base(upstreams=[{"url": "tls://10.8.0.1#n", "ca_file": str(bad)}]))
+    assert info.value.path == "upstreams[0].ca_file"
+    assert "cannot load" in str(info.value)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from stubresolver.errors import ConfigError
 from stubresolver.upstream.pins import spki_der, spki_pin
 from stubresolver.upstream.tlscontext import make_context
 
@@ -117,13 +116,3 @@ def test_context_with_ca_file_trusts_only_it(tmp_path: Path) -> None:
     ca.write_text(RSA_CERT)
     ctx = make_context(str(ca))
     assert len(ctx.get_ca_certs()) == 1
-
-
-def test_unreadable_ca_file_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError) as info:
-        make_context(str(tmp_path / "missing.pem"))
-    assert "ca_file" in info.value.path
-    bad = tmp_path / "bad.pem"
-    bad.write_text("not a certificate")
-    with pytest.raises(ConfigError):
-        make_context(str(bad))
