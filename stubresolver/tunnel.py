@@ -269,7 +269,7 @@ class TunnelMonitor:
         self._skipped: tuple[tuple[str, str], ...] = ()
         self._state: TunnelState = dataclasses.replace(DOWN, current_epoch=self._current_epoch)
         self._subscribers: list[Subscriber] = []
-        self._netlink: socket.socket | None = None
+        self._netlink: NetlinkWatcher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poll_task: asyncio.Task[None] | None = None
 
@@ -286,7 +286,7 @@ class TunnelMonitor:
     @property
     def netlink_active(self) -> bool:
         """True while netlink events drive the monitor (false: polling only)."""
-        return self._netlink is not None
+        return self._netlink is not None and self._netlink.active
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback(old, new)`` on every change; returns an unsubscribe function."""
@@ -341,12 +341,15 @@ class TunnelMonitor:
         if self._loop is not None:
             return
         self._loop = asyncio.get_running_loop()
-        self._open_netlink()
+        watcher = NetlinkWatcher(self._loop, self.refresh, self.poll_interval)
+        self._netlink = watcher if watcher.open() else None
         self.refresh()
         self._poll_task = asyncio.create_task(self._poll(), name="tunnel-monitor-poll")
 
     async def stop(self) -> None:
-        self._close_netlink()
+        watcher, self._netlink = self._netlink, None
+        if watcher is not None:
+            watcher.close()
         task, self._poll_task = self._poll_task, None
         if task is not None:
             task.cancel()
@@ -359,8 +362,26 @@ class TunnelMonitor:
             await asyncio.sleep(self.poll_interval)
             self.refresh()
 
-    def _open_netlink(self) -> None:
-        assert self._loop is not None
+
+class NetlinkWatcher:
+    """The netlink reader: wakes ``on_change`` once per batch of link and address events
+    (RTMGRP_LINK and the IFADDR groups). The events' content is not read: the monitor
+    probes the whole state again, which is simpler and never out of step."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, on_change: Callable[[], object], poll: float
+    ) -> None:
+        self._loop = loop
+        self._on_change = on_change
+        self._poll = poll  # for the log line: what the monitor falls back to
+        self._sock: socket.socket | None = None
+
+    @property
+    def active(self) -> bool:
+        return self._sock is not None
+
+    def open(self) -> bool:
+        """Subscribe; False (and a warning) where netlink is unavailable, as in a sandbox."""
         sock: socket.socket | None = None
         try:
             sock = socket.socket(
@@ -369,26 +390,26 @@ class TunnelMonitor:
                 socket.NETLINK_ROUTE,
             )
             sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
-            self._loop.add_reader(sock.fileno(), self._on_netlink)
+            self._loop.add_reader(sock.fileno(), self._readable)
         except (OSError, AttributeError, NotImplementedError, ValueError) as exc:
             if sock is not None:
                 sock.close()
-            log.warning("netlink unavailable (%s); polling every %.1fs", exc, self.poll_interval)
-            return
-        self._netlink = sock
+            log.warning("netlink unavailable (%s); polling every %.1fs", exc, self._poll)
+            return False
+        self._sock = sock
+        return True
 
-    def _close_netlink(self) -> None:
-        sock, self._netlink = self._netlink, None
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
         if sock is None:
             return
-        if self._loop is not None:
-            with contextlib.suppress(Exception):
-                self._loop.remove_reader(sock.fileno())
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(sock.fileno())
         sock.close()
 
-    def _on_netlink(self) -> None:
-        """Drain the batch of events (their content is not needed) and re-probe once."""
-        sock = self._netlink
+    def _readable(self) -> None:
+        """Drain the batch of events and wake the monitor once."""
+        sock = self._sock
         if sock is None:
             return
         while True:
@@ -401,9 +422,7 @@ class TunnelMonitor:
                 if exc.errno == errno.ENOBUFS:
                     # The kernel dropped events for us; the re-probe below catches up.
                     continue
-                log.warning(
-                    "netlink read failed (%s); polling every %.1fs", exc, self.poll_interval
-                )
-                self._close_netlink()
+                log.warning("netlink read failed (%s); polling every %.1fs", exc, self._poll)
+                self.close()
                 break
-        self.refresh()
+        self._on_change()
