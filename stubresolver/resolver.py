@@ -18,9 +18,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from stubresolver import replies, wire
+from stubresolver.answercheck import checked_answer
 from stubresolver.cache import Cache
 from stubresolver.decide import AnswerNow, Decider, Decision, Drop, Forward
-from stubresolver.errors import UpstreamError, WireError
+from stubresolver.errors import UpstreamError
 from stubresolver.flights import Flight, Flights, Reply
 from stubresolver.hotqueries import HotQueries
 from stubresolver.outcome import Outcome
@@ -89,14 +90,6 @@ class Resolver:
     def health(self) -> list[UpstreamHealth]:
         """Each upstream's health, in `upstreams` order (the one ledger: `selection`)."""
         return self.selection.health
-
-    @property
-    def max_forwards(self) -> int:
-        return self.flights.max_flights
-
-    @max_forwards.setter
-    def max_forwards(self, value: int) -> None:
-        self.flights.max_flights = value
 
     # --- the synchronous part ---------------------------------------------------------
 
@@ -188,13 +181,16 @@ class Resolver:
     ) -> None:
         if flight.finished:
             return  # the tunnel changed or a reload came: the waiters were answered then
-        url = self.upstreams[index].url
         if response is not None:
-            response, error = self._shaped(flight, response, url)
-        if response is not None:
-            self.selection.success(index, self._clock() - started)
-            self._land(flight, response, None)
-            return
+            url, payload = self.upstreams[index].url, self.udp_max_payload
+            try:
+                answer = checked_answer(response, flight.question, flight.key, payload, url)
+            except UpstreamError as exc:
+                error = exc
+            else:
+                self.selection.success(index, self._clock() - started)
+                self._land(flight, answer, None)
+                return
         assert error is not None
         if error.kind == "epoch":
             self._land(flight, None, error)  # pools closed under us (reload, shutdown)
@@ -215,21 +211,6 @@ class Resolver:
             return self._state()
         self._last_reprobe = now
         return self._refresh()
-
-    def _shaped(
-        self, flight: Flight, response: bytes, url: str
-    ) -> tuple[bytes | None, UpstreamError | None]:
-        """The answer fit for the flight's clients (`wire.shape_answer`), or a protocol error
-        for one we must not pass on: a bad answer is not cached, not patched, and the next
-        upstream is tried (then SERVFAIL)."""
-        # Every transport matches the question, but a QDCOUNT 0 answer would be patched into
-        # garbage and cached: check again here, on raw bytes (RFC 9619: QDCOUNT 1).
-        if not wire.has_question(response, flight.question):
-            return None, UpstreamError("protocol", url, "answer without our question")
-        try:
-            return wire.shape_answer(response, flight.key, self.udp_max_payload), None
-        except WireError as exc:
-            return None, UpstreamError("protocol", url, f"unreadable answer: {exc}")
 
     def _land(self, flight: Flight, response: bytes | None, error: UpstreamError | None) -> None:
         waiters = self.flights.finish(flight)

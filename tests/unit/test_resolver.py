@@ -458,7 +458,7 @@ def test_must_not_be_called_is_noticed() -> None:
 def test_forwards_are_bounded() -> None:
     fake = Fake()
     resolver = make([fake])
-    resolver.max_forwards = 2
+    resolver.flights.max_flights = 2
 
     async def body() -> list[dns.message.Message]:
         fake.gate = asyncio.Event()
