@@ -47,7 +47,7 @@ def build_resolver(config: Config, monitor: TunnelMonitor) -> Resolver:
         policy=LocalPolicy(
             config.local.reverse_via_vpn,
             single_label_nxdomain=config.local.single_label == "nxdomain",
-            records=config.local.records,
+            records=config.local.records + config.bootstrap_hosts,
         ),
         flush_on_tunnel_change=config.cache.flush_on_tunnel_change,
         log_queries=config.logging.queries,

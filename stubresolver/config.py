@@ -198,6 +198,10 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    #: Names the VPN client itself needs while the tunnel is down (its server, to reconnect):
+    #: ``name: [address, ...]``, answered here at any tunnel state as A/AAAA records, so a
+    #: reconnect needs no query outside the tunnel (issue 9).
+    bootstrap_hosts: tuple[LocalRecord, ...] = ()
     #: The local control socket (`stubresolver status`, VPN hooks); None: no control socket.
     control_socket: Path | None = Path(DEFAULT_CONTROL_SOCKET)
 
@@ -534,6 +538,33 @@ def _parse_local(raw: object) -> LocalConfig:
 
 
 _TYPE_CNAME = 5
+_TYPE_A = 1
+_TYPE_AAAA = 28
+#: TTL of a bootstrap answer: short, so a changed VPN server address is picked up soon.
+BOOTSTRAP_TTL = 60
+
+
+def _parse_bootstrap_hosts(raw: object) -> tuple[LocalRecord, ...]:
+    hosts = _mapping(raw, "bootstrap_hosts")
+    records: list[LocalRecord] = []
+    for name, given in hosts.items():
+        where = f"bootstrap_hosts.{name}"
+        if not isinstance(name, str) or not name.strip(".") or not name.isascii():
+            raise ConfigError(where, "must be an ASCII host name (an A-label for IDNs)")
+        addresses = [given] if isinstance(given, str) else given
+        if not isinstance(addresses, list) or not addresses:
+            raise ConfigError(where, "must be an IP address or a list of them")
+        owner = parse_record(f"{name.rstrip('.')}. {BOOTSTRAP_TTL} IN A 192.0.2.1", where).name
+        for index, text in enumerate(addresses):
+            try:
+                ip = ipaddress.ip_address(text) if isinstance(text, str) else None
+            except ValueError:
+                ip = None
+            if ip is None:
+                raise ConfigError(f"{where}[{index}]", f"{text!r} is not an IP address")
+            rtype = _TYPE_A if ip.version == 4 else _TYPE_AAAA
+            records.append(LocalRecord(owner, rtype, BOOTSTRAP_TTL, ip.packed))
+    return tuple(records)
 
 
 def _parse_logging(raw: object) -> LoggingConfig:
@@ -612,12 +643,20 @@ def parse_config(raw: object) -> Config:
     _check_loopback_upstreams(upstreams, ups_raw, tunnel)
     if "control_socket" in top:
         given["control_socket"] = _parse_control_socket(top)
+    local = _parse_local(top.get("local"))
+    if "bootstrap_hosts" in top:
+        bootstrap = _parse_bootstrap_hosts(top["bootstrap_hosts"])
+        aliases = {r.name for r in local.records if r.rtype == _TYPE_CNAME}
+        if any(r.name in aliases for r in bootstrap):
+            # RFC 2181 10.1: a name with a CNAME has no other data.
+            raise ConfigError("bootstrap_hosts", "a name is also a CNAME in local.records")
+        given["bootstrap_hosts"] = bootstrap
     return Config(
         upstreams=upstreams,
         tunnel=tunnel,
         cache=_parse_cache(top.get("cache")),
         server=_parse_server(top.get("server")),
-        local=_parse_local(top.get("local")),
+        local=local,
         logging=_parse_logging(top.get("logging")),
         **given,
     )

@@ -550,7 +550,9 @@ def test_local_records_are_answered_over_udp_and_tcp_at_any_tunnel_state(
         "nas.home.arpa. IN AAAA fd00::5",
         "www.nas.home.arpa. 60 IN CNAME nas.home.arpa.",
     ]
-    overrides: dict[str, Any] = {"local": {"records": records}}
+    # The VPN client's own server, resolvable to reconnect while the tunnel is down (issue 9).
+    bootstrap = {"vpn.example.net": ["203.0.113.7", "2001:db8::7"]}
+    overrides: dict[str, Any] = {"local": {"records": records}, "bootstrap_hosts": bootstrap}
     if not tunnel_up:  # no such tunnel, and an upstream that cannot be reached anyway
         overrides |= {"tunnel": {"interfaces": ["nosuchtun*"]}, "upstreams": ["udp://192.0.2.53"]}
     config = base_config(tmp_path, unbound, **overrides)
@@ -571,6 +573,9 @@ def test_local_records_are_answered_over_udp_and_tcp_at_any_tunnel_state(
             assert [r.to_text() for r in cname.answer[0]] == ["nas.home.arpa."]
             # Records win only for their own names.
             assert ask(query("tv.home.arpa", "A")).rcode() == dns.rcode.NXDOMAIN
+            assert a_records(ask(query("VPN.example.net", "A"))) == ["203.0.113.7"]
+            six = ask(query("vpn.example.net", "AAAA"))
+            assert [r.to_text() for r in six.answer[0]] == ["2001:db8::7"]
         forwarded = proc.udp(query("a.example", "A")).rcode()
         assert forwarded == (dns.rcode.NOERROR if tunnel_up else dns.rcode.REFUSED)
     assert "Traceback" not in proc.stderr

@@ -380,3 +380,47 @@ def test_a_ca_file_that_is_no_bundle_is_a_config_error(tmp_path: Path) -> None:
         parse_config(base(upstreams=[{"url": "tls://10.8.0.1#n", "ca_file": str(bad)}]))
     assert info.value.path == "upstreams[0].ca_file"
     assert "cannot load" in str(info.value)
+
+
+def test_bootstrap_hosts_become_local_a_and_aaaa_records() -> None:
+    config = parse_config(
+        base(
+            bootstrap_hosts={
+                "vpn.example.net.": ["203.0.113.7", "2001:db8::7"],
+                "Other.Example": "198.51.100.9",
+            }
+        )
+    )
+    assert [(r.name, r.rtype, r.ttl) for r in config.bootstrap_hosts] == [
+        (b"\x03vpn\x07example\x03net\x00", 1, 60),
+        (b"\x03vpn\x07example\x03net\x00", 28, 60),
+        (b"\x05other\x07example\x00", 1, 60),
+    ]
+    assert config.bootstrap_hosts[0].rdata == bytes([203, 0, 113, 7])
+
+
+@pytest.mark.parametrize(
+    ("hosts", "path"),
+    [
+        ({"vpn.example.net": ["not-an-ip"]}, "bootstrap_hosts.vpn.example.net[0]"),
+        ({"vpn.example.net": []}, "bootstrap_hosts.vpn.example.net"),
+        ({"vpn.example.net": {"a": 1}}, "bootstrap_hosts.vpn.example.net"),
+        ({"vpn.ex\u00e4mple.net": "192.0.2.1"}, "bootstrap_hosts.vpn.ex\u00e4mple.net"),
+        (["vpn.example.net"], "bootstrap_hosts"),
+    ],
+)
+def test_bad_bootstrap_hosts_name_the_key(hosts: object, path: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(base(bootstrap_hosts=hosts))
+    assert info.value.path == path
+
+
+def test_a_bootstrap_host_cannot_also_be_a_local_cname() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            base(
+                local={"records": ["vpn.example.net. IN CNAME other.example."]},
+                bootstrap_hosts={"vpn.example.net": "192.0.2.1"},
+            )
+        )
+    assert info.value.path == "bootstrap_hosts"
