@@ -3,13 +3,15 @@
 Start-up order matters for the promise: the config is validated before anything is bound,
 the tunnel monitor reads the state before the first query is served (so a query that arrives
 while the tunnel is absent is refused, never forwarded on a guess), and the listeners are
-bound all-or-nothing.
+bound all-or-nothing. The system's DNS is taken over only after the listeners are bound,
+so it never points at a stub that cannot answer, and it is given back before they close.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -23,11 +25,12 @@ from stubresolver import __version__
 from stubresolver.cache import Cache
 from stubresolver.config import Config, load_config
 from stubresolver.control import ControlServer, render_status
-from stubresolver.errors import ConfigError, StubError
+from stubresolver.errors import ConfigError, StubError, TakeoverError
 from stubresolver.fdlimit import ensure_fd_limit
 from stubresolver.policy import LocalPolicy
 from stubresolver.resolver import Resolver
 from stubresolver.server import DnsServer
+from stubresolver.takeover import session as takeover
 from stubresolver.tunnel import DEFAULT_KINDS, TunnelMonitor
 from stubresolver.tunnel_state import TunnelState
 from stubresolver.upstream.factory import make_upstream
@@ -108,6 +111,9 @@ class Service:
         self._background: set[asyncio.Task[None]] = set()
         self._control: ControlServer | None = None
         self._started = time.monotonic()
+        #: Set once a takeover began: its state_dir and restore_on_exit, as started (a
+        #: reload does not move them).
+        self._taken: tuple[Path, bool] | None = None
 
     def _on_tunnel(self, old: TunnelState, new: TunnelState) -> None:
         self.resolver.tunnel_changed(old, new)
@@ -118,6 +124,14 @@ class Service:
         try:
             await self.server.start(self.config.listen)
         except BaseException:
+            await self.monitor.stop()
+            raise
+        try:
+            self._take_over()
+        except BaseException:
+            self._restore()  # undo what a failed takeover may have done (journal says what)
+            await self.server.close()
+            await self.resolver.close()
             await self.monitor.stop()
             raise
         self._started = time.monotonic()
@@ -142,11 +156,37 @@ class Service:
             log.info("shutting down")
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            # Restore while the listeners still answer: the system never points at a stub
+            # that has stopped, except after a crash (fail-closed, see takeover/session.py).
+            self._restore()
             if self._control is not None:
                 await self._control.close()
             await self.server.close()
             await self.resolver.close()
             await self.monitor.stop()
+
+    def _take_over(self) -> None:
+        settings = self.config.takeover
+        if settings.mode == "off":
+            return
+        # Name only the addresses that really bound (an IPv6 one may have been skipped).
+        bound = dataclasses.replace(self.config, listen=self.server.bound)
+        for line in takeover.plan(bound).describe():
+            log.info("%s", line)
+        # From here a journal may exist, even if a step fails.
+        self._taken = (self.config.state_dir, settings.restore_on_exit)
+        takeover.take_over(bound)
+
+    def _restore(self) -> None:
+        if self._taken is None or not self._taken[1]:
+            return
+        try:
+            done = takeover.restore(self._taken[0])
+        except TakeoverError as exc:
+            log.error("%s; the journal stays: run `stubresolver restore`", exc)
+            return
+        for line in done or ["nothing to restore"]:
+            log.info("restore: %s", line)
 
     async def _start_control(self) -> None:
         """The control socket is a convenience, not part of the leak promise: when it cannot
@@ -203,6 +243,8 @@ class Service:
             return str(exc)
         if new.listen != self.config.listen or new.server != self.config.server:
             log.warning("listen/server changes take effect only after a restart")
+        if new.takeover != self.config.takeover or new.state_dir != self.config.state_dir:
+            log.warning("takeover and state_dir changes take effect only after a restart")
         if new.control_socket != self.config.control_socket:
             log.warning("control_socket changes take effect only after a restart")
         if new.tunnel != self.config.tunnel:

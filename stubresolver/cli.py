@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from stubresolver import __version__
-from stubresolver.config import DEFAULT_CONTROL_SOCKET, load_config
+from stubresolver.config import DEFAULT_CONTROL_SOCKET, Config, load_config
 from stubresolver.config import warnings as config_warnings
 from stubresolver.errors import ConfigError
 
@@ -42,6 +42,19 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument(
             "--config", "-c", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})"
         )
+        if name == "run":
+            cmd.add_argument(
+                "--dry-run",
+                action="store_true",
+                help="validate, print the takeover plan and exit; bind and change nothing",
+            )
+    text = "give back the resolv.conf a takeover replaced, from the journal in state_dir"
+    cmd = sub.add_parser("restore", help=text, description=text)
+    where = cmd.add_mutually_exclusive_group()
+    where.add_argument(
+        "--config", "-c", default=DEFAULT_CONFIG, help=f"read state_dir from it ({DEFAULT_CONFIG})"
+    )
+    where.add_argument("--state-dir", help="the state_dir holding the journal")
     for name, text in CONTROL_COMMANDS.items():
         cmd = sub.add_parser(name, help=text, description=text)
         where = cmd.add_mutually_exclusive_group()
@@ -167,10 +180,57 @@ def format_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _restore(args: argparse.Namespace) -> int:
+    """Idempotent: without a journal there is nothing to restore, and that is success."""
+    from stubresolver.errors import TakeoverError  # noqa: PLC0415
+    from stubresolver.takeover.session import restore  # noqa: PLC0415
+
+    if args.state_dir:
+        state_dir = Path(args.state_dir)
+    else:
+        try:
+            state_dir = load_config(args.config).state_dir
+        except ConfigError as exc:
+            print(f"stubresolver: invalid config: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    try:
+        done = restore(state_dir)
+    except TakeoverError as exc:
+        print(f"stubresolver restore: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    if done is None:
+        print(f"nothing to restore (no takeover journal in {state_dir})")
+    for line in done or ():
+        print(f"restored: {line}")
+    return 0
+
+
+def _print_plan(config: Config) -> int:
+    """What `run` would do to the system's DNS; only reads."""
+    from stubresolver.errors import TakeoverError  # noqa: PLC0415
+    from stubresolver.takeover.session import plan  # noqa: PLC0415
+
+    if config.takeover.mode == "off":
+        print("takeover: off (resolv.conf is left alone)")
+        return 0
+    try:
+        lines = plan(config).describe()
+    except ConfigError as exc:
+        print(f"stubresolver: invalid config: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except TakeoverError as exc:
+        print(f"stubresolver: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in CONTROL_COMMANDS:
         return _control(args)
+    if args.command == "restore":
+        return _restore(args)
     path = Path(args.config)
     try:
         config = load_config(path)
@@ -179,11 +239,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     for warning in config_warnings(config):
         print(f"stubresolver: warning: {warning}", file=sys.stderr)
-    if args.command == "check-config":
-        print(f"{path}: ok")
-        return 0
+    if args.command == "check-config" or args.dry_run:
+        code = _print_plan(config)
+        if code == 0 and args.command == "check-config":
+            print(f"{path}: ok")
+        return code
     from stubresolver.app import configure_logging, serve  # noqa: PLC0415 - keep check-config light
-    from stubresolver.errors import ListenError  # noqa: PLC0415
+    from stubresolver.errors import ListenError, TakeoverError  # noqa: PLC0415
 
     configure_logging(config.logging.level)
     try:
@@ -191,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:  # e.g. an upstream scheme this build cannot serve
         print(f"stubresolver: invalid config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except ListenError as exc:
+    except (ListenError, TakeoverError) as exc:
         print(f"stubresolver: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     except KeyboardInterrupt:

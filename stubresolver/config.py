@@ -33,6 +33,8 @@ _URL_PATH_RE = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*")
 _SINGLE_LABEL = ("nxdomain", "forward")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_CONTROL_SOCKET = "/run/stubresolver/control.sock"
+#: takeover.mode values this build serves (issue 9; the manager backends come later).
+TAKEOVER_MODES = ("off", "file", "auto")
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL (unix(7)).
 _SUN_PATH_MAX = 107
 
@@ -189,6 +191,19 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TakeoverConfig:
+    #: How the stub points the system's DNS at itself: "file" replaces resolv.conf, "auto"
+    #: picks "file" when no DNS manager owns resolv.conf, "off" leaves it alone. "off" is
+    #: the default only until the manager backends of issue 9 land (then "auto").
+    mode: str = "off"
+    #: Give back the original resolv.conf, byte for byte, on a clean stop (SIGTERM/SIGINT).
+    #: A crash leaves ours in place: DNS then fails instead of leaking (fail-closed).
+    restore_on_exit: bool = True
+    #: The file to take over; a test points it at a scratch path.
+    resolv_conf: Path = Path("/etc/resolv.conf")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     #: The servers inside the tunnel; the one key without a default.
     upstreams: tuple[UpstreamConfig, ...]
@@ -204,6 +219,10 @@ class Config:
     bootstrap_hosts: tuple[LocalRecord, ...] = ()
     #: The local control socket (`stubresolver status`, VPN hooks); None: no control socket.
     control_socket: Path | None = Path(DEFAULT_CONTROL_SOCKET)
+    takeover: TakeoverConfig = field(default_factory=TakeoverConfig)
+    #: Where the takeover journal lives (the original resolv.conf, the steps done), so a
+    #: restart after a crash, or `stubresolver restore`, can give it back.
+    state_dir: Path = Path("/var/lib/stubresolver")
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -597,6 +616,36 @@ def _parse_control_socket(top: Mapping[str, Any]) -> Path | None:
     return Path(text)
 
 
+def _absolute_path(section: Mapping[str, Any], key: str, path: str) -> Path:
+    text = _get(section, key, path, str)
+    if not text.startswith("/") or "\0" in text:
+        raise ConfigError(_where(path, key), f"{text!r} must be an absolute path")
+    return Path(text)
+
+
+def _parse_takeover(raw: object) -> TakeoverConfig:
+    section = _mapping(raw, "takeover")
+    _check_keys(section, _field_names(TakeoverConfig), "takeover")
+    given: dict[str, Any] = {}
+    if "mode" in section:
+        # YAML 1.1 (PyYAML) reads a bare `off` as false; that is what the user wrote.
+        mode = "off" if section["mode"] is False else _get(section, "mode", "takeover", str)
+        if mode not in TAKEOVER_MODES:
+            raise ConfigError(
+                "takeover.mode",
+                f"{mode!r} is not one of {', '.join(TAKEOVER_MODES)} "
+                "(the systemd-resolved, NetworkManager and resolvconf backends are not built yet)",
+            )
+        given["mode"] = mode
+    if "restore_on_exit" in section:
+        given["restore_on_exit"] = _get(section, "restore_on_exit", "takeover", bool)
+    if "resolv_conf" in section:
+        given["resolv_conf"] = _absolute_path(section, "resolv_conf", "takeover")
+        if str(section["resolv_conf"]).endswith("/"):
+            raise ConfigError("takeover.resolv_conf", "names a directory, not a file")
+    return TakeoverConfig(**given)
+
+
 def _check_loopback_upstreams(
     upstreams: tuple[UpstreamConfig, ...], raw: list[Any], tunnel: TunnelConfig
 ) -> None:
@@ -651,6 +700,8 @@ def parse_config(raw: object) -> Config:
             # RFC 2181 10.1: a name with a CNAME has no other data.
             raise ConfigError("bootstrap_hosts", "a name is also a CNAME in local.records")
         given["bootstrap_hosts"] = bootstrap
+    if "state_dir" in top:
+        given["state_dir"] = _absolute_path(top, "state_dir", "")
     return Config(
         upstreams=upstreams,
         tunnel=tunnel,
@@ -658,6 +709,7 @@ def parse_config(raw: object) -> Config:
         server=_parse_server(top.get("server")),
         local=local,
         logging=_parse_logging(top.get("logging")),
+        takeover=_parse_takeover(top.get("takeover")),
         **given,
     )
 

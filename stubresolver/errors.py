@@ -64,3 +64,8 @@ class ListenError(StubError):
 
 class ControlError(StubError):
     """The control socket cannot be reached or answered nonsense (client side)."""
+
+
+class TakeoverError(StubError):
+    """Taking over or restoring the system's DNS failed (a file could not be read or
+    written, a journal is unreadable); nothing is guessed."""

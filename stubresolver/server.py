@@ -324,10 +324,14 @@ class DnsServer:
         self._clients = ClientFilter(config.allow)
         self._udp: list[UdpListener] = []
         self._tcp: list[TcpListener] = []
+        #: The addresses actually served (an IPv6 address skipped on a host without IPv6 is
+        #: not among them): what the takeover names in resolv.conf.
+        self.bound: tuple[ListenAddress, ...] = ()
 
     async def start(self, addresses: tuple[ListenAddress, ...]) -> None:
         """Bind everything first, so a failure leaves nothing half-open."""
         socks: list[tuple[socket.socket, socket.socket]] = []
+        bound: list[ListenAddress] = []
         try:
             for addr in addresses:
                 try:
@@ -345,6 +349,7 @@ class DnsServer:
                     udp.close()
                     raise
                 socks.append((udp, tcp))
+                bound.append(addr)
             if not socks:
                 raise ListenError("no listen address could be bound")
         except ListenError:
@@ -352,6 +357,7 @@ class DnsServer:
                 udp.close()
                 tcp.close()
             raise
+        self.bound = tuple(bound)
         for udp, tcp in socks:
             self._udp.append(
                 UdpListener(udp, self._current, self._clients, self.config.udp_max_payload)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from stubresolver.access import ClientFilter
 from stubresolver.config import load_config, parse_config
@@ -320,12 +321,52 @@ def test_every_dataclass_field_is_a_config_key() -> None:
     assert info.value.path == "cache.limits"  # the YAML section is flat
 
 
-def test_state_dir_is_not_a_key_until_something_uses_it() -> None:
-    # Nothing read it; the takeover journal brings it back with a reader (issue 8).
+def test_takeover_and_state_dir() -> None:
+    config = parse_config(base())
+    # "off" is the default only until the manager backends land (issue 9).
+    assert config.takeover.mode == "off"
+    assert config.takeover.restore_on_exit
+    assert config.takeover.resolv_conf == Path("/etc/resolv.conf")
+    assert config.state_dir == Path("/var/lib/stubresolver")
+    given = parse_config(
+        base(
+            takeover={"mode": "file", "restore_on_exit": False, "resolv_conf": "/tmp/r.conf"},
+            state_dir="/tmp/state",
+        )
+    )
+    assert given.takeover.mode == "file"
+    assert not given.takeover.restore_on_exit
+    assert given.takeover.resolv_conf == Path("/tmp/r.conf")
+    assert given.state_dir == Path("/tmp/state")
+    # A bare `mode: off` is YAML 1.1's false.
+    assert (
+        parse_config(
+            yaml.safe_load("upstreams: [udp://10.8.0.1]\ntakeover: {mode: off}")
+        ).takeover.mode
+        == "off"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "path", "words"),
+    [
+        ({"takeover": {"mode": "systemd-resolved"}}, "takeover.mode", "not one of off, file"),
+        ({"takeover": {"mode": 1}}, "takeover.mode", "must be a string"),
+        ({"takeover": {"mode": True}}, "takeover.mode", "got a boolean"),
+        ({"takeover": {"restore_on_exit": "yes"}}, "takeover.restore_on_exit", "true or false"),
+        ({"takeover": {"resolv_conf": "etc/resolv.conf"}}, "takeover.resolv_conf", "absolute"),
+        ({"takeover": {"resolv_conf": "/etc/"}}, "takeover.resolv_conf", "directory"),
+        ({"takeover": {"nope": 1}}, "takeover.nope", "unknown key"),
+        ({"takeover": []}, "takeover", "must be a mapping"),
+        ({"state_dir": "var/lib"}, "state_dir", "absolute"),
+        ({"state_dir": 3}, "state_dir", "must be a string"),
+    ],
+)
+def test_takeover_errors_name_the_key(raw: dict[str, Any], path: str, words: str) -> None:
     with pytest.raises(ConfigError) as info:
-        parse_config(base(state_dir="/var/lib/stubresolver"))
-    assert info.value.path == "state_dir"
-    assert "unknown key" in info.value.message
+        parse_config(base(**raw))
+    assert info.value.path == path
+    assert words in info.value.message
 
 
 @pytest.mark.parametrize(
