@@ -31,6 +31,7 @@ from stubresolver.policy import LocalPolicy
 from stubresolver.resolver import Resolver
 from stubresolver.server import DnsServer
 from stubresolver.takeover import session as takeover
+from stubresolver.takeover.watchdog import DriftWatchdog
 from stubresolver.tunnel import DEFAULT_KINDS, TunnelMonitor
 from stubresolver.tunnel_state import TunnelState
 from stubresolver.upstream.factory import make_upstream
@@ -114,6 +115,8 @@ class Service:
         #: Set once a takeover began: its state_dir and restore_on_exit, as started (a
         #: reload does not move them).
         self._taken: tuple[Path, bool] | None = None
+        self._takeover: takeover.Plan | None = None
+        self._watchdog: DriftWatchdog | None = None
 
     def _on_tunnel(self, old: TunnelState, new: TunnelState) -> None:
         self.resolver.tunnel_changed(old, new)
@@ -127,9 +130,10 @@ class Service:
             await self.monitor.stop()
             raise
         try:
-            self._take_over()
+            await self._take_over()
         except BaseException:
-            self._restore()  # undo what a failed takeover may have done (journal says what)
+            # Undo what a failed takeover may have done (the journal says what).
+            await self._restore(always=True)
             await self.server.close()
             await self.resolver.close()
             await self.monitor.stop()
@@ -158,27 +162,35 @@ class Service:
                 loop.remove_signal_handler(sig)
             # Restore while the listeners still answer: the system never points at a stub
             # that has stopped, except after a crash (fail-closed, see takeover/session.py).
-            self._restore()
+            await self._restore()
             if self._control is not None:
                 await self._control.close()
             await self.server.close()
             await self.resolver.close()
             await self.monitor.stop()
 
-    def _take_over(self) -> None:
+    async def _take_over(self) -> None:
         settings = self.config.takeover
         if settings.mode == "off":
             return
         # Name only the addresses that really bound (an IPv6 one may have been skipped).
         bound = dataclasses.replace(self.config, listen=self.server.bound)
-        for line in takeover.plan(bound).describe():
-            log.info("%s", line)
         # From here a journal may exist, even if a step fails.
         self._taken = (self.config.state_dir, settings.restore_on_exit)
-        takeover.take_over(bound)
+        chosen = takeover.take_over(bound)
+        for line in chosen.describe():
+            log.info("%s", line)
+        self._takeover = chosen
+        self._watchdog = DriftWatchdog(chosen, bound)
+        await self._watchdog.start()
 
-    def _restore(self) -> None:
-        if self._taken is None or not self._taken[1]:
+    async def _restore(self, *, always: bool = False) -> None:
+        """On a clean stop with restore_on_exit, or after a failed takeover (``always``).
+        The watchdog stops first, or it would take the system back from the restore."""
+        if self._watchdog is not None:
+            await self._watchdog.stop()
+            self._watchdog = None
+        if self._taken is None or not (self._taken[1] or always):
             return
         try:
             done = takeover.restore(self._taken[0])
@@ -187,6 +199,20 @@ class Service:
             return
         for line in done or ["nothing to restore"]:
             log.info("restore: %s", line)
+
+    def takeover_status(self) -> dict[str, Any]:
+        if self._takeover is None:
+            return {"mode": self.config.takeover.mode, "active": False}
+        assert self._watchdog is not None
+        return {
+            "mode": self.config.takeover.mode,
+            "active": True,
+            "backend": self._takeover.manager,
+            "resumed": self._takeover.resumed,
+            "paths": [str(o.path) for o in self._takeover.found.originals],
+            "state_dir": str(self.config.state_dir),
+            **self._watchdog.counters(),
+        }
 
     async def _start_control(self) -> None:
         """The control socket is a convenience, not part of the leak promise: when it cannot
@@ -208,7 +234,7 @@ class Service:
     # --- what the control socket drives (stubresolver.control.Controlled) -----------------
 
     def control_status(self) -> dict[str, Any]:
-        return render_status(
+        status = render_status(
             version=__version__,
             uptime=time.monotonic() - self._started,
             listen=self.config.listen,
@@ -217,6 +243,8 @@ class Service:
             resolver=self.resolver,
             config_path=self.config_path,
         )
+        status["takeover"] = self.takeover_status()
+        return status
 
     def flush_cache(self) -> int:
         cache = self.resolver.cache

@@ -173,11 +173,24 @@ def format_status(status: dict[str, Any]) -> str:
         )
     else:
         lines.append("cache: disabled")
+    lines.append(f"takeover: {_takeover_text(status.get('takeover') or {})}")
     counted = {k: v for k, v in (status.get("outcomes") or {}).items() if v}
     lines.append(
         "outcomes: " + (", ".join(f"{k} {v}" for k, v in counted.items()) or "no queries yet")
     )
     return "\n".join(lines)
+
+
+def _takeover_text(takeover: dict[str, Any]) -> str:
+    if not takeover.get("active"):
+        return f"not active (takeover.mode {takeover.get('mode', 'off')})"
+    paths = ", ".join(takeover.get("paths") or [])
+    return (
+        f"backend {takeover.get('backend')} owns {paths}"
+        f"{' (resumed from the journal)' if takeover.get('resumed') else ''}; "
+        f"drifts {takeover.get('drifts')}, re-asserts {takeover.get('reasserts')}"
+        + (f", failed {takeover['reassert_failures']}" if takeover.get("reassert_failures") else "")
+    )
 
 
 def _restore(args: argparse.Namespace) -> int:

@@ -33,8 +33,8 @@ _URL_PATH_RE = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*")
 _SINGLE_LABEL = ("nxdomain", "forward")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_CONTROL_SOCKET = "/run/stubresolver/control.sock"
-#: takeover.mode values this build serves (issue 9; the manager backends come later).
-TAKEOVER_MODES = ("off", "file", "auto")
+#: takeover.mode values (issue 9): one per DNS manager backend, "auto" to detect it, "off".
+TAKEOVER_MODES = ("off", "auto", "file", "systemd-resolved", "networkmanager", "resolvconf")
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL (unix(7)).
 _SUN_PATH_MAX = 107
 
@@ -192,9 +192,10 @@ class LoggingConfig:
 
 @dataclass(frozen=True, slots=True)
 class TakeoverConfig:
-    #: How the stub points the system's DNS at itself: "file" replaces resolv.conf, "auto"
-    #: picks "file" when no DNS manager owns resolv.conf, "off" leaves it alone. "off" is
-    #: the default only until the manager backends of issue 9 land (then "auto").
+    #: How the stub points the system's DNS at itself: one backend by name, "auto" to
+    #: detect the DNS manager (takeover/detect.py), "off" to leave it alone. The default is
+    #: "off", so a config without this key never changes the system; the packaged config
+    #: sets "auto".
     mode: str = "off"
     #: Give back the original resolv.conf, byte for byte, on a clean stop (SIGTERM/SIGINT).
     #: A crash leaves ours in place: DNS then fails instead of leaking (fail-closed).
@@ -633,8 +634,7 @@ def _parse_takeover(raw: object) -> TakeoverConfig:
         if mode not in TAKEOVER_MODES:
             raise ConfigError(
                 "takeover.mode",
-                f"{mode!r} is not one of {', '.join(TAKEOVER_MODES)} "
-                "(the systemd-resolved, NetworkManager and resolvconf backends are not built yet)",
+                f"{mode!r} is not one of {', '.join(TAKEOVER_MODES)}",
             )
         given["mode"] = mode
     if "restore_on_exit" in section:

@@ -1,14 +1,20 @@
-"""The thin runner: executes one plan step (plan.py) on the file system. No decisions."""
+"""The thin runner: executes one plan step (steps.py) on the system. No decisions."""
 
 from __future__ import annotations
 
+import subprocess
+
 from stubresolver.errors import TakeoverError
 from stubresolver.takeover import fsutil
-from stubresolver.takeover.plan import MakeSymlink, Remove, Step, WriteFile
+from stubresolver.takeover.steps import MakeSymlink, Remove, Run, Step, WriteFile
+
+#: A manager's tool that does not answer in this time is treated as failed; the plan stops
+#: there and the journal says how far it got.
+RUN_TIMEOUT = 30.0
 
 
 def execute(step: Step) -> None:
-    """Raises TakeoverError naming the step; a failed step leaves its path unchanged."""
+    """Raises TakeoverError naming the step; a failed file step leaves its path unchanged."""
     try:
         if isinstance(step, WriteFile):
             fsutil.replace_with_file(
@@ -20,8 +26,26 @@ def execute(step: Step) -> None:
             )
         elif isinstance(step, MakeSymlink):
             fsutil.replace_with_symlink(step.path, step.target, (step.uid, step.gid))
-        else:
-            assert isinstance(step, Remove)
+        elif isinstance(step, Remove):
             fsutil.remove(step.path)
+        else:
+            _run(step)
     except OSError as exc:
         raise TakeoverError(f"{step.describe()}: {exc.strerror or exc}") from None
+
+
+def _run(step: Run) -> None:
+    try:
+        done = subprocess.run(
+            step.argv,
+            input=step.stdin,
+            capture_output=True,
+            timeout=RUN_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise TakeoverError(f"{step.describe()}: no answer in {RUN_TIMEOUT:g} s") from None
+    if done.returncode != 0 and not step.may_fail:
+        said = done.stderr.decode(errors="replace").strip().splitlines()
+        reason = said[-1] if said else f"exit {done.returncode}"
+        raise TakeoverError(f"{step.describe()}: {reason}")

@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from stubresolver import netbind
+from stubresolver.backoff import Backoff
 from stubresolver.errors import UpstreamError
 from stubresolver.tunnel_state import TunnelState
-from stubresolver.upstream.backoff import Backoff
 from stubresolver.upstream.counters import NOT_THE_UPSTREAMS_FAULT, TransportCounters
 from stubresolver.upstream.tlscontext import make_context
 from stubresolver.upstream.tlsstream import TlsStream, open_tls

@@ -13,7 +13,8 @@ import pytest
 from stubresolver.config import Config, parse_config
 from stubresolver.errors import ConfigError, TakeoverError
 from stubresolver.takeover import journal, runner, session
-from stubresolver.takeover.plan import WriteFile, is_ours
+from stubresolver.takeover.resolv_conf import is_ours
+from stubresolver.takeover.steps import WriteFile
 
 ORIGINAL = b"# from the ISP\nnameserver 192.0.2.53\nsearch example.net\n"
 
@@ -54,8 +55,8 @@ def test_plain_file_taken_over_and_restored_exactly(tmp_path: Path, plain: Path)
     assert b"nameserver 127.0.0.1\nnameserver ::1\noptions edns0 trust-ad\n" in plain.read_bytes()
     assert stat.S_IMODE(os.lstat(plain).st_mode) == 0o644
     recorded = journal.read(config.state_dir)
-    assert recorded is not None and recorded.original.data == ORIGINAL
-    assert recorded.done == len(recorded.steps) == 1
+    assert recorded is not None and recorded.found.originals[0].data == ORIGINAL
+    assert recorded.done == len(recorded.apply) == 1
     assert stat.S_IMODE(os.stat(config.state_dir / "takeover.json").st_mode) == 0o600
     done = session.restore(config.state_dir)
     assert done == [f"write {plain} ({len(ORIGINAL)} bytes, mode 0640)"]
@@ -97,9 +98,9 @@ def test_restart_after_crash_keeps_the_original(tmp_path: Path, plain: Path) -> 
     # A crash: no restore. The next run finds the journal and continues from it; our own
     # file is never recorded as the original.
     again = session.take_over(config)
-    assert again.resumed and again.original.data == ORIGINAL
+    assert again.resumed and again.found.originals[0].data == ORIGINAL
     recorded = journal.read(config.state_dir)
-    assert recorded is not None and recorded.original.data == ORIGINAL
+    assert recorded is not None and recorded.found.originals[0].data == ORIGINAL
     session.restore(config.state_dir)
     assert plain.read_bytes() == ORIGINAL
 
@@ -116,15 +117,19 @@ def test_our_file_without_journal_is_never_the_original(tmp_path: Path, plain: P
     assert journal.read(config.state_dir) is None
 
 
-def test_auto_refuses_a_managed_link_before_any_change(tmp_path: Path) -> None:
-    (tmp_path / "etc").mkdir()
-    link = tmp_path / "etc" / "resolv.conf"
-    link.symlink_to("/run/systemd/resolve/stub-resolv.conf")
-    config = make_config(tmp_path, "auto")
+def test_a_config_that_cannot_apply_changes_nothing(tmp_path: Path, plain: Path) -> None:
+    config = parse_config(
+        {
+            "listen": ["127.0.0.1:5353"],  # resolv.conf(5) cannot name a port
+            "upstreams": ["udp://10.8.0.1"],
+            "takeover": {"mode": "auto", "resolv_conf": str(plain)},
+            "state_dir": str(tmp_path / "state"),
+        }
+    )
     with pytest.raises(ConfigError) as info:
         session.take_over(config)
-    assert info.value.path == "takeover.mode" and "systemd-resolved" in info.value.message
-    assert os.readlink(link) == "/run/systemd/resolve/stub-resolv.conf"
+    assert info.value.path == "takeover.mode" and "port 53" in info.value.message
+    assert plain.read_bytes() == ORIGINAL
     assert not config.state_dir.exists()  # not even a journal
 
 
@@ -153,7 +158,8 @@ def test_failed_write_leaves_the_file_and_names_the_step(tmp_path: Path, plain: 
 def test_plan_only_reads(tmp_path: Path, plain: Path) -> None:
     config = make_config(tmp_path)
     lines = session.plan(config).describe()
-    assert lines[0].startswith(f"takeover: backend file; found at {plain}: a file (")
+    assert lines[0] == "takeover: backend file"
+    assert lines[1].startswith(f"  found at {plain}: a file (")
     assert any(line.startswith("  apply: write") for line in lines)
     assert any(line.startswith("  restore: write") for line in lines)
     assert plain.read_bytes() == ORIGINAL and not config.state_dir.exists()

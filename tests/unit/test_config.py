@@ -350,7 +350,7 @@ def test_takeover_and_state_dir() -> None:
 @pytest.mark.parametrize(
     ("raw", "path", "words"),
     [
-        ({"takeover": {"mode": "systemd-resolved"}}, "takeover.mode", "not one of off, file"),
+        ({"takeover": {"mode": "dnsmasq"}}, "takeover.mode", "not one of off, auto, file"),
         ({"takeover": {"mode": 1}}, "takeover.mode", "must be a string"),
         ({"takeover": {"mode": True}}, "takeover.mode", "got a boolean"),
         ({"takeover": {"restore_on_exit": "yes"}}, "takeover.restore_on_exit", "true or false"),

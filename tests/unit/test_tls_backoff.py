@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from stubresolver.upstream.backoff import Backoff
+from stubresolver.backoff import Backoff
 
 
 def test_no_failure_means_no_wait() -> None:

@@ -1,4 +1,5 @@
-"""Reconnect backoff of a pooled upstream, as a pure object: time is an argument (STYLE.md 2).
+"""Exponential backoff as a pure object: time is an argument (STYLE.md 2). Used by a pooled
+upstream's reconnects and by the takeover watchdog's re-asserts.
 
 After a failed connect the next attempt waits ``initial`` seconds, doubling with each
 further failure up to ``maximum``; a success or a change of path (new tunnel epoch) resets
