@@ -8,7 +8,7 @@ import pytest
 
 from stubresolver.config import Config, ListenAddress, parse_config
 from stubresolver.errors import ConfigError, TakeoverError
-from stubresolver.takeover.backends import Found
+from stubresolver.takeover.backends import Found, networkmanager, resolvconf, resolved
 from stubresolver.takeover.backends.file import FileBackend
 from stubresolver.takeover.detect import SystemFacts, choose, manager_of
 from stubresolver.takeover.journal import Journal, decode, encode
@@ -202,3 +202,59 @@ def test_unreadable_journal_is_an_error(data: bytes) -> None:
     with pytest.raises(TakeoverError) as info:
         decode(data, Path("/var/lib/stubresolver/takeover.json"))
     assert "takeover.json is unreadable" in str(info.value)
+
+
+# --- the manager backends' plans, as data -------------------------------------------------
+
+
+def test_resolved_plan_routes_every_name_to_us_and_restores_each_link() -> None:
+    backend = resolved.ResolvedBackend()
+    assert backend.paths(CONFIG) == (resolved.DROP_IN,)
+    absent = Original(resolved.DROP_IN, "absent")
+    found = Found((absent,), (("default-route:eth0", "yes"), ("default-route:wlan0", "no")))
+    write, restart, *links = backend.apply(found, CONFIG)
+    assert isinstance(write, WriteFile) and write.path == resolved.DROP_IN
+    text = write.data.decode()
+    # The stub is the only server for "~." and resolved's compiled-in fallbacks are gone.
+    for line in ("DNS=127.0.0.1 ::1", "Domains=~.", "FallbackDNS=", "LLMNR=no", "MulticastDNS=no"):
+        assert line in text.splitlines()
+    assert restart == Run(("systemctl", "try-restart", "systemd-resolved.service"))
+    assert links == [
+        Run(("resolvectl", "default-route", "eth0", "no")),
+        Run(("resolvectl", "default-route", "wlan0", "no")),
+    ]
+    # Restore: the drop-in goes, resolved restarts, each link gets back what it had.
+    assert backend.restore(found) == (
+        Remove(resolved.DROP_IN),
+        Run(("systemctl", "try-restart", "systemd-resolved.service"), may_fail=True),
+        Run(("resolvectl", "default-route", "eth0", "yes"), may_fail=True),
+        Run(("resolvectl", "default-route", "wlan0", "no"), may_fail=True),
+    )
+
+
+def test_networkmanager_plan_stops_nm_before_writing_resolv_conf() -> None:
+    backend = networkmanager.NetworkManagerBackend()
+    assert backend.paths(CONFIG) == (PATH, networkmanager.DROP_IN)
+    found = Found((NM_FILE, Original(networkmanager.DROP_IN, "absent")))
+    drop_in, reload, ours = backend.apply(found, CONFIG)
+    assert drop_in == WriteFile(networkmanager.DROP_IN, networkmanager.DROP_IN_TEXT, 0o644)
+    assert b"[main]\ndns=none\n" in networkmanager.DROP_IN_TEXT
+    assert reload == Run(("nmcli", "general", "reload", "conf"))
+    assert ours == WriteFile(PATH, render_resolv_conf(DEFAULT_LISTEN), 0o644)
+    restore = backend.restore(found)
+    assert restore[0] == WriteFile(PATH, NM_FILE.data, NM_FILE.mode, 0, 0, 0)
+    assert restore[1:] == (
+        Remove(networkmanager.DROP_IN),
+        Run(("nmcli", "general", "reload", "conf"), may_fail=True),
+    )
+
+
+def test_resolvconf_plan_is_one_exclusive_record() -> None:
+    backend = resolvconf.ResolvconfBackend()
+    assert backend.paths(CONFIG) == ()  # resolvconf writes the file, not us
+    (add,) = backend.apply(Found(()), CONFIG)
+    assert add == Run(
+        ("resolvconf", "-x", "-a", "lo.stubresolver"),
+        stdin=b"nameserver 127.0.0.1\nnameserver ::1\noptions edns0 trust-ad\n",
+    )
+    assert backend.restore(Found(())) == (Run(("resolvconf", "-f", "-d", "lo.stubresolver")),)
