@@ -17,33 +17,38 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
 from stubresolver import __version__
+from stubresolver.announce import Announced, parse_announcement
 from stubresolver.cache import Cache
 from stubresolver.config import Config, load_config
-from stubresolver.control import ControlServer, render_status
+from stubresolver.control import ControlServer, render_status, tunnel_dict
 from stubresolver.errors import ConfigError, StubError, TakeoverError
 from stubresolver.fdlimit import ensure_fd_limit
 from stubresolver.policy import LocalPolicy
 from stubresolver.resolver import Resolver
+from stubresolver.routes import Router
 from stubresolver.server import DnsServer
 from stubresolver.takeover import session as takeover
 from stubresolver.takeover.watchdog import DriftWatchdog
-from stubresolver.tunnel import DEFAULT_KINDS, TunnelMonitor
+from stubresolver.tunnel import DEFAULT_KINDS, TunnelMonitor, matches
 from stubresolver.tunnel_state import TunnelState
 from stubresolver.upstream.factory import make_upstream
 
 log = logging.getLogger("stubresolver")
 
 
-def build_resolver(config: Config, monitor: TunnelMonitor) -> Resolver:
-    """Everything config-derived that a reload may replace. Raises ConfigError only."""
-    upstreams = [make_upstream(u) for u in config.upstreams]
+def build_resolver(config: Config, monitor: TunnelMonitor, announced: Announced) -> Resolver:
+    """Everything config-derived that a reload may replace. Raises ConfigError only.
+    ``announced`` is the service's: what the VPN said outlives a reload."""
+    configs = config.all_upstreams()
+    upstreams = [make_upstream(u, announced) for u in configs]
     return Resolver(
         upstreams=upstreams,
+        router=Router(configs, config.upstreams, config.routes, announced),
         tunnel_state=lambda: monitor.state,
         refresh_tunnel=monitor.refresh,
         tunnel_label=",".join(config.tunnel.interfaces),
@@ -105,7 +110,10 @@ class Service:
             poll_interval=config.tunnel.poll_interval,
             kinds=DEFAULT_KINDS | frozenset(config.tunnel.kinds),
         )
-        self.resolver = build_resolver(config, self.monitor)
+        #: What the VPN client announced (tunnel-up); shared with the vpn upstream and the
+        #: router, kept across reloads, forgotten on tunnel-down or when the tunnel goes.
+        self.announced = Announced()
+        self.resolver = build_resolver(config, self.monitor, self.announced)
         self.server = DnsServer(self.resolver, config.server)
         self._unsubscribe = self.monitor.subscribe(self._on_tunnel)
         self._stop = asyncio.Event()
@@ -119,6 +127,14 @@ class Service:
         self._watchdog: DriftWatchdog | None = None
 
     def _on_tunnel(self, old: TunnelState, new: TunnelState) -> None:
+        current = self.announced.current
+        if current is not None and (new.ifname != current.interface or (old.up and not new.up)):
+            # An epoch that loses the interface: its servers are never asked through the
+            # next tunnel (announce.py).
+            log.info(
+                "tunnel %s went: forgetting the DNS servers its VPN announced", current.interface
+            )
+            self.announced.set(None)
         self.resolver.tunnel_changed(old, new)
 
     async def run(self) -> None:
@@ -244,7 +260,51 @@ class Service:
             config_path=self.config_path,
         )
         status["takeover"] = self.takeover_status()
+        status["vpn"] = self.announced.status()
         return status
+
+    def announce(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """``tunnel-up`` from a VPN hook: its servers become the ``vpn`` upstream and its
+        domains route there. Only for an interface ``tunnel.interfaces`` names; a loopback
+        server only in the loopback test setup (``tunnel.interfaces: [lo]``)."""
+        patterns = self.config.tunnel.interfaces
+        announcement = parse_announcement(request, allow_loopback=patterns == ("lo",))
+        if not matches(announcement.interface, patterns):
+            raise ValueError(
+                f"interface {announcement.interface} is not one tunnel.interfaces names "
+                f"({', '.join(patterns)}); not taking DNS servers for it"
+            )
+        changed = announcement != self.announced.current
+        self.announced.set(announcement)
+        if changed:
+            self.resolver.announcement_changed()
+        self.monitor.release(announcement.interface)
+        state = self.monitor.refresh()
+        log.info(
+            "the VPN on %s announced %d DNS server(s) and %d domain(s)",
+            announcement.interface,
+            len(announcement.servers),
+            len(announcement.domains),
+        )
+        return {"ok": True, "vpn": announcement.as_dict(), "tunnel": tunnel_dict(state)}
+
+    def withdraw(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """``tunnel-down`` from a VPN hook: forget what the VPN announced, and treat its
+        interface as down at once even while the device still exists (wg-quick PreDown),
+        so every query is REFUSED from now, not after the device is gone."""
+        name = request.get("interface")
+        current = self.announced.current
+        if name is None:
+            name = current.interface if current is not None else self.monitor.state.ifname
+        if name is not None and not isinstance(name, str):
+            raise ValueError('"interface" must be a device name')
+        if current is not None and current.interface == name:
+            self.announced.set(None)
+            self.resolver.announcement_changed()
+            log.info("the VPN on %s withdrew its DNS servers", name)
+        before = self.monitor.state
+        state = self.monitor.hold_down(name) if name else self.monitor.refresh()
+        return {"ok": True, "changed": state.epoch != before.epoch, "tunnel": tunnel_dict(state)}
 
     def flush_cache(self) -> int:
         cache = self.resolver.cache
@@ -265,7 +325,7 @@ class Service:
             return "no config file to reload (started without --config)"
         try:
             new = load_config(self.config_path)
-            resolver = build_resolver(new, self.monitor)
+            resolver = build_resolver(new, self.monitor, self.announced)
         except ConfigError as exc:
             log.error("reload rejected, keeping the running config: %s", exc)
             return str(exc)

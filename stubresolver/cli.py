@@ -24,6 +24,8 @@ CONTROL_COMMANDS = {
     "flush": "drop every cached answer",
     "tunnel-changed": "look at the tunnel now (for VPN up/down hooks)",
     "reload": "re-read the config like SIGHUP (exit 2 and the reason if it is rejected)",
+    "tunnel-up": "hand the DNS servers and domains the VPN announced to the daemon (VPN hooks)",
+    "tunnel-down": "the VPN is going down: forget its servers and refuse at once (VPN hooks)",
 }
 
 
@@ -67,6 +69,28 @@ def _parser() -> argparse.ArgumentParser:
         where.add_argument("--config", "-c", help="read control_socket from this config file")
         if name == "status":
             cmd.add_argument("--json", action="store_true", help="print the raw JSON status")
+        if name in ("tunnel-up", "tunnel-down"):
+            cmd.add_argument(
+                "--interface",
+                "-i",
+                required=name == "tunnel-up",
+                help="the tunnel device (tunnel-down: default the announced one)",
+            )
+        if name == "tunnel-up":
+            cmd.add_argument(
+                "--dns",
+                action="append",
+                default=[],
+                metavar="IP",
+                help="a DNS server the VPN announced (repeat for more; IP addresses only)",
+            )
+            cmd.add_argument(
+                "--domain",
+                action="append",
+                default=[],
+                metavar="DOMAIN",
+                help="a domain the VPN announced: names below it go to its servers",
+            )
     return parser
 
 
@@ -92,7 +116,7 @@ def _control(args: argparse.Namespace) -> int:
         print(f"stubresolver: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        response = request(path, args.command)
+        response = request(path, args.command, fields=_fields(args))
     except ControlError as exc:
         print(f"stubresolver: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
@@ -103,13 +127,31 @@ def _control(args: argparse.Namespace) -> int:
         print(json.dumps(response, indent=2) if args.json else format_status(response))
     elif args.command == "flush":
         print(f"flushed {response.get('flushed', 0)} cached answer(s)")
-    elif args.command == "tunnel-changed":
+    elif args.command == "tunnel-up":
+        vpn = response.get("vpn") or {}
+        print(
+            f"vpn on {vpn.get('interface')}: servers {', '.join(vpn.get('servers') or []) or '-'}"
+            f"; domains {', '.join(vpn.get('domains') or []) or '-'}"
+        )
+        print(f"tunnel {_tunnel_text(response.get('tunnel') or {})}")
+    elif args.command in ("tunnel-changed", "tunnel-down"):
         tunnel = response.get("tunnel") or {}
         news = "changed" if response.get("changed") else "unchanged"
         print(f"tunnel {_tunnel_text(tunnel)} ({news})")
     else:
         print("config reloaded")
     return 0
+
+
+def _fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The request fields of tunnel-up / tunnel-down; none for the other commands."""
+    fields: dict[str, Any] = {}
+    if getattr(args, "interface", None):
+        fields["interface"] = args.interface
+    if args.command == "tunnel-up":
+        fields["dns"] = args.dns
+        fields["domains"] = args.domain
+    return fields
 
 
 def _duration(seconds: float) -> str:
@@ -174,6 +216,12 @@ def format_status(status: dict[str, Any]) -> str:
     else:
         lines.append("cache: disabled")
     lines.append(f"takeover: {_takeover_text(status.get('takeover') or {})}")
+    vpn = status.get("vpn")
+    if vpn:
+        lines.append(
+            f"vpn: {vpn.get('interface')} announced {', '.join(vpn.get('servers') or []) or '-'}"
+            f"; domains {', '.join(vpn.get('domains') or []) or '-'}"
+        )
     counted = {k: v for k, v in (status.get("outcomes") or {}).items() if v}
     lines.append(
         "outcomes: " + (", ".join(f"{k} {v}" for k, v in counted.items()) or "no queries yet")

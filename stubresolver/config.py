@@ -33,6 +33,8 @@ _URL_PATH_RE = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*")
 _SINGLE_LABEL = ("nxdomain", "forward")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_CONTROL_SOCKET = "/run/stubresolver/control.sock"
+#: The upstream that stands for the DNS servers the VPN client announced (issue 9).
+VPN_UPSTREAM = "vpn"
 #: takeover.mode values (issue 9): one per DNS manager backend, "auto" to detect it, "off".
 TAKEOVER_MODES = ("off", "auto", "file", "systemd-resolved", "networkmanager", "resolvconf")
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL (unix(7)).
@@ -64,10 +66,12 @@ class TunnelConfig:
 
 @dataclass(frozen=True, slots=True)
 class UpstreamConfig:
-    """One upstream; ``host`` is always an IP literal: nothing is ever looked up."""
+    """One upstream; ``host`` is always an IP literal: nothing is ever looked up. The
+    ``vpn`` upstream has no host: its servers are the ones the VPN client announces for the
+    current tunnel (`stubresolver tunnel-up --dns`, upstream/vpn.py)."""
 
     url: str
-    scheme: str  # "udp" | "tcp" | "tls" | "https"
+    scheme: str  # "udp" | "tcp" | "tls" | "https" | "vpn"
     host: str
     port: int
     auth_name: str | None  # tls/https: name after '#', for SNI, verification, :authority
@@ -75,6 +79,14 @@ class UpstreamConfig:
     timeout: float = 1.5  # seconds for one exchange (DESIGN.md: short, so blackholes end fast)
     ca_file: str | None = None  # tls/https: CA bundle instead of the system's
     spki_pins: tuple[str, ...] = ()  # tls/https: base64 SHA-256 of SubjectPublicKeyInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """``routes: {suffix: [upstream, ...]}``: one suffix, lower case, without the final dot."""
+
+    suffix: str
+    upstreams: tuple[UpstreamConfig, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,9 +233,21 @@ class Config:
     #: The local control socket (`stubresolver status`, VPN hooks); None: no control socket.
     control_socket: Path | None = Path(DEFAULT_CONTROL_SOCKET)
     takeover: TakeoverConfig = field(default_factory=TakeoverConfig)
+    #: Split DNS: names at or below a suffix go to that route's upstreams instead of
+    #: ``upstreams``; the longest suffix wins. Every route's upstreams are bound to the
+    #: tunnel like the others.
+    routes: tuple[Route, ...] = ()
     #: Where the takeover journal lives (the original resolv.conf, the steps done), so a
     #: restart after a crash, or `stubresolver restore`, can give it back.
     state_dir: Path = Path("/var/lib/stubresolver")
+
+    def all_upstreams(self) -> tuple[UpstreamConfig, ...]:
+        """Every distinct upstream of ``upstreams`` and ``routes``, in the order written:
+        one transport (one pool) each, however many routes name it."""
+        seen: dict[UpstreamConfig, None] = dict.fromkeys(self.upstreams)
+        for route in self.routes:
+            seen.update(dict.fromkeys(route.upstreams))
+        return tuple(seen)
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -335,12 +359,22 @@ def parse_upstream(item: object, where: str) -> UpstreamConfig:
     else:
         url = item
         url_where = where
+    if url == VPN_UPSTREAM:
+        if options.keys() - {"url", "timeout"}:
+            raise ConfigError(where, "the vpn upstream takes only timeout")
+        vpn_timeout: dict[str, Any] = {}
+        if "timeout" in options:
+            vpn_timeout["timeout"] = _get(options, "timeout", where, float)
+            _positive(vpn_timeout["timeout"], f"{where}.timeout")
+        return UpstreamConfig(VPN_UPSTREAM, VPN_UPSTREAM, "", 53, None, None, **vpn_timeout)
     if not isinstance(url, str):
         raise ConfigError(url_where, f"must be a URL string, got {_type_name(url)}")
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
-        raise ConfigError(url_where, f"{url!r}: scheme must be one of udp, tcp, tls, https")
+        raise ConfigError(
+            url_where, f"{url!r}: scheme must be one of udp, tcp, tls, https (or the word vpn)"
+        )
     if parts.username or parts.password or parts.query:
         raise ConfigError(url_where, f"{url!r}: user info and query strings are not allowed")
     host = parts.hostname
@@ -647,26 +681,60 @@ def _parse_takeover(raw: object) -> TakeoverConfig:
 
 
 def _check_loopback_upstreams(
-    upstreams: tuple[UpstreamConfig, ...], raw: list[Any], tunnel: TunnelConfig
+    upstreams: tuple[UpstreamConfig, ...],
+    raw: list[Any],
+    tunnel: TunnelConfig,
+    path: str = "upstreams",
 ) -> None:
     """A loopback upstream is reachable only through `lo`: with a VPN tunnel it could only
     mean a local forwarder that itself sends queries who knows where (a leak path)."""
     if tunnel.interfaces == ("lo",):
         return
     for index, upstream in enumerate(upstreams):
+        if upstream.scheme == VPN_UPSTREAM:
+            continue  # its servers are checked when announced (announce.py)
         ip = ipaddress.ip_address(upstream.host)
         mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
         if ip.is_loopback or (mapped is not None and mapped.is_loopback):
             where = (
-                f"upstreams[{index}].url"
-                if isinstance(raw[index], Mapping)
-                else f"upstreams[{index}]"
+                f"{path}[{index}].url" if isinstance(raw[index], Mapping) else f"{path}[{index}]"
             )
             raise ConfigError(
                 where,
                 f"{upstream.url!r}: a loopback upstream needs tunnel.interfaces: [lo] "
                 "(queries must leave through the tunnel)",
             )
+
+
+def normal_domain(text: object, where: str) -> str:
+    """A domain suffix as written in ``routes`` or announced by a VPN: ASCII (A-label) host
+    name syntax, lower case, without the final dot; the root is not a suffix here."""
+    if not isinstance(text, str):
+        raise ConfigError(where, f"must be a domain name, got {_type_name(text)}")
+    name = text.strip().rstrip(".").lower()
+    if not name:
+        raise ConfigError(where, "the root is not a route: it is what `upstreams` serves")
+    if not _HOSTNAME_RE.fullmatch(name) or any(len(label) > 63 for label in name.split(".")):
+        raise ConfigError(where, f"{text!r} is not a domain name (ASCII labels, A-label form)")
+    return name
+
+
+def _parse_routes(value: object, tunnel: TunnelConfig) -> tuple[Route, ...]:
+    section = _mapping(value, "routes")
+    routes: list[Route] = []
+    seen: set[str] = set()
+    for key, items in section.items():
+        where = f"routes.{key}"
+        suffix = normal_domain(key, where)
+        if suffix in seen:
+            raise ConfigError(where, "the same suffix is routed twice")
+        seen.add(suffix)
+        if not isinstance(items, list) or not items:
+            raise ConfigError(where, "must be a non-empty list of upstreams")
+        upstreams = tuple(parse_upstream(item, f"{where}[{i}]") for i, item in enumerate(items))
+        _check_loopback_upstreams(upstreams, items, tunnel, where)
+        routes.append(Route(suffix, upstreams))
+    return tuple(routes)
 
 
 def parse_config(raw: object) -> Config:
@@ -702,6 +770,8 @@ def parse_config(raw: object) -> Config:
         given["bootstrap_hosts"] = bootstrap
     if "state_dir" in top:
         given["state_dir"] = _absolute_path(top, "state_dir", "")
+    if "routes" in top:
+        given["routes"] = _parse_routes(top["routes"], tunnel)
     return Config(
         upstreams=upstreams,
         tunnel=tunnel,

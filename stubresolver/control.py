@@ -1,4 +1,5 @@
-"""The local control socket (DESIGN.md "control"): status, flush, tunnel-changed, reload.
+"""The local control socket (DESIGN.md "control"): status, flush, tunnel-changed, reload,
+and the VPN hooks' tunnel-up/tunnel-down with the servers and domains the VPN announced.
 
 A UNIX stream socket, root only (mode 0600). One JSON request line ``{"cmd": "..."}`` gets
 one JSON response line, then the connection is closed. Every response carries ``"ok"``;
@@ -23,7 +24,7 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,7 +40,7 @@ MAX_REQUEST = 4096
 REQUEST_TIMEOUT = 2.0
 #: Control connections served at once; more are answered with an error and closed.
 MAX_CONNECTIONS = 16
-COMMANDS = ("status", "flush", "tunnel-changed", "reload")
+COMMANDS = ("status", "flush", "tunnel-changed", "reload", "tunnel-up", "tunnel-down")
 
 Response = dict[str, Any]
 
@@ -57,6 +58,15 @@ class Controlled(Protocol):
 
     def reload(self) -> str | None:
         """Re-read the config; None when applied, else why it was rejected."""
+        ...
+
+    def announce(self, request: Mapping[str, Any]) -> Response:
+        """``tunnel-up``: take the servers and domains a VPN hook announced. ValueError
+        with a message for the hook when they cannot be used."""
+        ...
+
+    def withdraw(self, request: Mapping[str, Any]) -> Response:
+        """``tunnel-down``: forget the announcement; the tunnel reads as down."""
         ...
 
 
@@ -124,8 +134,9 @@ def error(message: str) -> Response:
     return {"ok": False, "error": message}
 
 
-def parse_request(line: bytes) -> str:
-    """The command of one request line; raises ValueError with a message for the client."""
+def parse_request(line: bytes) -> tuple[str, dict[str, Any]]:
+    """The command of one request line and the request object; raises ValueError with a
+    message for the client."""
     try:
         request = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -141,16 +152,23 @@ def parse_request(line: bytes) -> str:
         raise ValueError('request needs "cmd" (a string)')
     if cmd not in COMMANDS:
         raise ValueError(f"unknown command {cmd[:64]!r} (known: {', '.join(COMMANDS)})")
-    return cmd
+    return cmd, request
 
 
 def dispatch(line: bytes, target: Controlled) -> Response:
     """Answer one request line. Never raises: a failure becomes ``{"ok": false, ...}``."""
     try:
-        cmd = parse_request(line)
+        cmd, request = parse_request(line)
     except ValueError as exc:
         return error(str(exc))
     try:
+        if cmd in ("tunnel-up", "tunnel-down"):
+            try:
+                if cmd == "tunnel-up":
+                    return target.announce(request)
+                return target.withdraw(request)
+            except ValueError as exc:  # servers or names the stub cannot use (announce.py)
+                return error(str(exc))
         if cmd == "status":
             return target.control_status()
         if cmd == "flush":
@@ -312,8 +330,10 @@ def _summary(response: Response) -> str:
 # --- the client (blocking: the CLI has no event loop) ----------------------------------------
 
 
-def request(path: Path | str, cmd: str, timeout: float = 10.0) -> Response:
-    """Send ``{"cmd": cmd}`` to the daemon at ``path`` and return its response.
+def request(
+    path: Path | str, cmd: str, timeout: float = 10.0, fields: Mapping[str, Any] | None = None
+) -> Response:
+    """Send ``{"cmd": cmd, **fields}`` to the daemon at ``path`` and return its response.
 
     Raises ControlError with a message for people when the daemon cannot be reached or
     answers something that is not one JSON object.
@@ -341,7 +361,7 @@ def request(path: Path | str, cmd: str, timeout: float = 10.0) -> Response:
                 f"cannot reach the daemon at {path}: {exc.strerror or exc}"
             ) from None
         try:
-            sock.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
+            sock.sendall(json.dumps({**(fields or {}), "cmd": cmd}).encode() + b"\n")
             data = b""
             while not data.endswith(b"\n") and len(data) < 1 << 20:
                 chunk = sock.recv(65536)

@@ -29,7 +29,9 @@ def fd_budget(config: Config) -> int:
         # after TC, or a spent UDP socket waiting for its last answer.
         config.server.max_forwards
         + config.server.tcp_max_connections
-        + 2 * POOL_SIZE * len(config.upstreams)  # UDP sockets in rotation, and an epoch's before
+        + 2
+        * POOL_SIZE
+        * len(config.all_upstreams())  # UDP sockets in rotation, and an epoch's before
         + 2 * len(config.listen)
         + _OVERHEAD
     )

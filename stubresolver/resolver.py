@@ -26,6 +26,7 @@ from stubresolver.flights import Flight, Flights, Reply
 from stubresolver.hotqueries import HotQueries
 from stubresolver.outcome import Outcome
 from stubresolver.policy import LocalPolicy
+from stubresolver.routes import Router
 from stubresolver.selection import Selection, UpstreamHealth
 from stubresolver.tunnel_state import TunnelState
 from stubresolver.upstream.base import Upstream, settle_future
@@ -62,8 +63,11 @@ class Resolver:
         udp_max_payload: int = wire.OUR_UDP_PAYLOAD,
         clock: Callable[[], float] = time.monotonic,
         hot: HotQueries | None = None,
+        router: Router | None = None,
     ) -> None:
         self.upstreams = list(upstreams)
+        # Split DNS (routes.py): which of the upstreams may answer a name; None: all of them.
+        self.router = router
         self.selection = Selection([u.url for u in self.upstreams])
         self._state = tunnel_state
         self._refresh = refresh_tunnel
@@ -140,7 +144,9 @@ class Resolver:
             if flights.full():
                 self._busy(query, data, reply, "too many queries in flight")
                 return
-            order = self.selection.order(self._clock())
+            router = self.router
+            candidates = router.candidates(query.qname_lower) if router is not None else None
+            order = self.selection.order(self._clock(), candidates)
             flight = flights.start(query.key, decision.outgoing, state, order, query.question_key())
             refused = flights.join(flight, query, data, reply)
             if refused is not None:
@@ -273,6 +279,15 @@ class Resolver:
         """Called by the monitor on every epoch: fail in-flight work, drop cached answers."""
         self._end_all_flights()
         if self.cache is not None and self.flush_on_tunnel_change:
+            self.cache.flush()
+        self.decider.hot.clear()
+        self._close_upstreams()
+
+    def announcement_changed(self) -> None:
+        """The VPN announced other servers or domains (or withdrew them): answers and
+        flights of the old ones must not serve the new routing; their pools close."""
+        self._end_all_flights()
+        if self.cache is not None:
             self.cache.flush()
         self.decider.hot.clear()
         self._close_upstreams()

@@ -58,11 +58,13 @@ class Selection:
     def __init__(self, urls: Sequence[str]) -> None:
         self.health = [UpstreamHealth(url) for url in urls]
 
-    def order(self, now: float) -> list[int]:
+    def order(self, now: float, candidates: Sequence[int] | None = None) -> list[int]:
+        """``candidates`` (default: every upstream) in the order to try them; a route
+        (routes.py) narrows them to its own upstreams."""
         health = self.health
-        if len(health) == 1:
-            return [0]  # the common setup: nothing to choose
-        indices = range(len(health))
+        indices = range(len(health)) if candidates is None else candidates
+        if len(indices) == 1:
+            return [indices[0]]  # the common setup: nothing to choose
         usable = [i for i in indices if health[i].healthy or now >= health[i].retry_at]
         resting = [i for i in indices if i not in usable]
         usable.sort(key=lambda i: health[i].srtt)

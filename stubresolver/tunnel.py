@@ -272,6 +272,10 @@ class TunnelMonitor:
         self._netlink: NetlinkWatcher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._poll_task: asyncio.Task[None] | None = None
+        #: (name, ifindex) of a device a VPN hook said is going down (`tunnel-down`) while
+        #: it still exists (wg-quick PreDown): it reads as down until `release` or until
+        #: that device is gone (a new device of the same name has another ifindex).
+        self._held: set[tuple[str, int]] = set()
 
     def _system_probe(self, patterns: Sequence[str]) -> ProbeResult:
         return system_probe(patterns, self.kinds)
@@ -305,6 +309,8 @@ class TunnelMonitor:
         except Exception:
             log.exception("tunnel probe failed; treating the tunnel as down")
             result = ProbeResult(False, self._state.ifname, self._state.ifindex, ())
+        if self._held:
+            result = self._apply_hold(result)
         if result.skipped != self._skipped:
             self._skipped = result.skipped
             for name, kind in result.skipped:
@@ -335,6 +341,25 @@ class TunnelMonitor:
             except Exception:
                 log.exception("tunnel subscriber %r failed", callback)
         return new
+
+    def hold_down(self, ifname: str) -> TunnelState:
+        """Treat ``ifname`` as down from now on (a hook's `tunnel-down`); returns the state."""
+        state = self._state
+        if state.ifname == ifname and state.ifindex is not None:
+            self._held.add((ifname, state.ifindex))
+        return self.refresh()
+
+    def release(self, ifname: str) -> None:
+        """A hook's `tunnel-up` for ``ifname``: its hold, if any, ends (refresh to see it)."""
+        self._held = {held for held in self._held if held[0] != ifname}
+
+    def _apply_hold(self, result: ProbeResult) -> ProbeResult:
+        device = (result.ifname, result.ifindex)
+        # A hold lasts only while the probe still sees that very device.
+        self._held = {held for held in self._held if held == device}
+        if result.up and device in self._held:
+            return dataclasses.replace(result, up=False)
+        return result
 
     async def start(self) -> None:
         """Read the state at once, then follow netlink events and poll as a fallback."""

@@ -9,14 +9,17 @@ from stubresolver.upstream.base import Awaited, Upstream
 from stubresolver.upstream.plain import TcpUpstream, UdpUpstream
 
 if TYPE_CHECKING:
+    from stubresolver.announce import Announced
     from stubresolver.config import UpstreamConfig
 
 
-def make_upstream(cfg: UpstreamConfig) -> Upstream:
+def make_upstream(cfg: UpstreamConfig, announced: Announced | None = None) -> Upstream:
     """Build the transport for ``cfg.scheme``; ConfigError for a scheme we cannot serve.
 
     Plain UDP has the callback form itself; the others are awaitable and get the one
-    adapter (`base.Awaited`) here, so the resolver drives every upstream the same way."""
+    adapter (`base.Awaited`) here, so the resolver drives every upstream the same way.
+    ``announced`` is the holder a ``vpn`` upstream reads its servers from (the service's,
+    which survives a reload)."""
     match cfg.scheme:
         case "udp":
             return UdpUpstream(cfg)
@@ -31,5 +34,11 @@ def make_upstream(cfg: UpstreamConfig) -> Upstream:
             from stubresolver.upstream.https import HttpsUpstream  # noqa: PLC0415
 
             return Awaited(HttpsUpstream(cfg))
+        case "vpn":  # the servers the VPN client announced (upstream/vpn.py)
+            from stubresolver.upstream.vpn import VpnUpstream  # noqa: PLC0415
+
+            if announced is None:
+                raise ConfigError("upstreams", "vpn: no announcement holder to read servers from")
+            return VpnUpstream(cfg, announced)
         case _:
             raise ConfigError("upstreams", f"unknown scheme {cfg.scheme!r} in {cfg.url!r}")

@@ -336,3 +336,20 @@ def test_netlink_failure_falls_back_to_polling(
     asyncio.run(body())
     warnings = [r for r in caplog.records if "netlink unavailable" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_hold_down_reads_the_device_as_down_until_released_or_gone() -> None:
+    probe = ScriptedProbe(UP_WG0)
+    monitor = TunnelMonitor(["wg*"], probe=probe)
+    assert monitor.refresh().up
+    held = monitor.hold_down("wg0")  # a hook's tunnel-down while wg0 still exists
+    assert not held.up and held.ifname == "wg0" and held.epoch == 2
+    assert monitor.refresh() is held  # the same device stays down, poll after poll
+    monitor.release("wg0")
+    assert monitor.refresh().up
+    monitor.hold_down("wg0")
+    probe.result = ABSENT  # the device went: its hold ends with it
+    assert not monitor.refresh().up
+    probe.result = ProbeResult(True, "wg0", 9, ("10.8.0.2",))  # a new wg0
+    assert monitor.refresh().up
+    assert monitor.hold_down("wg1").up  # another name: nothing held

@@ -1,0 +1,66 @@
+"""Split DNS: which upstreams may answer a name (issue 9).
+
+``routes:`` in the config maps a suffix to its own upstream list; the domains a VPN
+announces (`tunnel-up --domain`) route to the ``vpn`` upstream. Everything else goes to
+``upstreams``. The longest matching suffix wins, so ``a.corp.example`` follows a route for
+``corp.example`` over one for ``example``; at the same suffix a configured route beats an
+announced one (the user's word over the VPN's). Matching is on label boundaries of the
+lower-cased wire name: ``xcorp.example`` is not below ``corp.example``.
+
+Every upstream here is one of the resolver's, so each is bound to the tunnel like any
+other: a route chooses among the tunnel's servers, never a way around it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from stubresolver import wire
+from stubresolver.announce import Announced
+from stubresolver.config import Route, UpstreamConfig
+
+
+class Router:
+    """Upstream indices (into the resolver's list) for a name; `candidates` is pure."""
+
+    __slots__ = ("_announced", "_default", "_routes", "_vpn")
+
+    def __init__(
+        self,
+        upstreams: Sequence[UpstreamConfig],
+        defaults: Sequence[UpstreamConfig],
+        routes: Sequence[Route],
+        announced: Announced | None,
+    ) -> None:
+        index = {cfg: i for i, cfg in enumerate(upstreams)}
+        self._default = tuple(index[cfg] for cfg in defaults)
+        self._routes = {
+            wire.encode_name(route.suffix): tuple(index[cfg] for cfg in route.upstreams)
+            for route in routes
+        }
+        vpn = [i for i, cfg in enumerate(upstreams) if cfg.scheme == "vpn"]
+        self._vpn: tuple[int, ...] | None = (vpn[0],) if vpn else None
+        # Announced domains route only where a vpn upstream exists to answer them.
+        self._announced = announced if self._vpn is not None else None
+
+    @property
+    def default(self) -> tuple[int, ...]:
+        return self._default
+
+    def candidates(self, qname_lower: bytes) -> tuple[int, ...]:
+        """The upstreams for ``qname_lower`` (wire form, lower case), in config order."""
+        routes = self._routes
+        announced = self._announced.domains_wire if self._announced is not None else ()
+        if not routes and not announced:
+            return self._default  # the common setup: one list for every name
+        pos = 0
+        while qname_lower[pos]:  # longest suffix first: the whole name, then its parent ...
+            suffix = qname_lower[pos:]
+            found = routes.get(suffix)
+            if found is not None:
+                return found
+            if suffix in announced:
+                assert self._vpn is not None
+                return self._vpn
+            pos += qname_lower[pos] + 1
+        return self._default
