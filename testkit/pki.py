@@ -79,3 +79,25 @@ def make_pki(tmp: Path, auth_name: str, ips: Sequence[str], label: str = "test")
     chain = tmp / "server.pem"
     chain.write_bytes(leaf.read_bytes() + ca_cert.read_bytes())
     return Pki(ca=ca_cert, cert=chain, key=leaf_key, other_ca=other_ca, other_key=key("other"))
+
+
+def make_client_cert(tmp: Path, name: str) -> tuple[Path, Path]:
+    """A TLS client leaf (extendedKeyUsage clientAuth) for ``name``, signed by the CA that
+    `make_pki` wrote under ``tmp``; returns (certificate, key). For peers that verify
+    their clients' purpose, as an OpenVPN TLS server does."""
+    key = tmp / f"{name}.key"
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-out", str(key))  # fmt: skip
+    csr = tmp / f"{name}.csr"
+    openssl("req", "-new", "-key", str(key), "-subj", f"/CN={name}", "-out", str(csr))
+    ext = tmp / f"{name}.ext"
+    ext.write_text(
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=clientAuth\n"
+    )
+    cert = tmp / f"{name}.pem"
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(tmp / "ca.pem"),
+            "-CAkey", str(tmp / "ca.key"), "-CAcreateserial", "-days", "2",
+            "-extfile", str(ext), "-out", str(cert))  # fmt: skip
+    return cert, key

@@ -1,6 +1,6 @@
 #!/bin/sh
 # stubresolver hook for OpenVPN: tell the running stub that the tunnel came up or went down,
-# so it looks at once instead of waiting for the next netlink event or poll.
+# and hand it the DNS servers and domains the VPN pushed.
 #
 #   openvpn ... --script-security 2 \
 #       --up /etc/stubresolver/hooks/openvpn-updown.sh \
@@ -13,11 +13,16 @@
 # anyway. So this script never fails the VPN: it exits 0 even when the stub is not running,
 # and only says so on stderr (OpenVPN's log). Running it twice is harmless.
 #
-# With `--user nobody` OpenVPN runs --down unprivileged and cannot reach the root-only control
-# socket; that is logged here and harmless (netlink sees the tunnel go away).
+# On up, the servers and domains the server pushed (foreign_option_N="dhcp-option DNS 10.8.0.1",
+# "dhcp-option DNS6 fd00::1", "dhcp-option DOMAIN corp.example", "dhcp-option DOMAIN-SEARCH
+# ...") go to the stub as `stubresolver tunnel-up --interface $dev --dns ... --domain ...`:
+# the `vpn` upstream asks those servers and names below those domains route to it. With no
+# server pushed the hook only says the tunnel changed. On down it runs `tunnel-down`: the
+# stub forgets the servers and refuses at once.
 #
-# Later versions hand the DNS servers the VPN pushes (foreign_option_N="dhcp-option DNS ...")
-# to the stub from here.
+# With `--user nobody` OpenVPN runs --down unprivileged: put it in the stub's group
+# (`--group stubresolver`, server.group in the config) so it can still reach the control
+# socket. If it cannot, that is logged here and harmless (netlink sees the tunnel go away).
 #
 # Environment: STUBRESOLVER (the command, default /opt/stubresolver/bin/stubresolver or
 # `stubresolver` on PATH), STUBRESOLVER_SOCKET (control socket, default the stub's default).
@@ -38,10 +43,33 @@ if [ -z "$stub" ]; then
     exit 0
 fi
 
+case $event in
+    up)
+        set -- tunnel-up --interface "$device"
+        servers=0
+        i=1
+        # foreign_option_1, _2, ...: what the server pushed, in order, until the first gap.
+        while [ "$i" -le 64 ]; do
+            eval "option=\${foreign_option_$i:-}"
+            [ -n "$option" ] || break
+            case $option in
+                "dhcp-option DNS "* | "dhcp-option DNS6 "*)
+                    set -- "$@" --dns "${option##* }"
+                    servers=$((servers + 1))
+                    ;;
+                "dhcp-option DOMAIN "* | "dhcp-option DOMAIN-SEARCH "*)
+                    set -- "$@" --domain "${option##* }"
+                    ;;
+            esac
+            i=$((i + 1))
+        done
+        [ "$servers" -gt 0 ] || set -- tunnel-changed
+        ;;
+    down) set -- tunnel-down --interface "$device" ;;
+    *) set -- tunnel-changed ;;
+esac
 if [ -n "${STUBRESOLVER_SOCKET:-}" ]; then
-    set -- tunnel-changed --socket "$STUBRESOLVER_SOCKET"
-else
-    set -- tunnel-changed
+    set -- "$@" --socket "$STUBRESOLVER_SOCKET"
 fi
 if ! out=$("$stub" "$@" 2>&1); then
     echo "stubresolver hook ($event $device): $out (the stub still sees the tunnel by netlink)" >&2

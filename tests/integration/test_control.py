@@ -412,16 +412,40 @@ def test_hooks_reach_the_daemon(stub: StubProcess, tmp_path: Path) -> None:
     env = hook_env(tmp_path, control_path(stub))
     openvpn = str(HOOKS / "openvpn-updown.sh")
     nm = str(HOOKS / "90-stubresolver")
-    for args, extra in (
-        ([openvpn, "lo", "1500", "1500", "127.0.0.1", "", "init"], {"script_type": "up"}),
-        ([openvpn, "lo", "1500", "1500"], {"script_type": "down", "dev": "lo"}),
-        ([nm, "lo", "vpn-up"], {}),
-        ([nm, "lo", "down"], {}),
-    ):
+    pushed = {
+        "script_type": "up",
+        "dev": "lo",
+        "foreign_option_1": "dhcp-option DNS 127.0.0.53",
+        "foreign_option_2": "dhcp-option DOMAIN corp.test",
+        "foreign_option_3": "dhcp-option DNS6 ::1",
+        "foreign_option_4": "dhcp-option DOMAIN-SEARCH lab.test",
+        "foreign_option_6": "dhcp-option DNS 127.0.0.99",  # after a gap: not OpenVPN's
+    }
+    nm_vpn = {"VPN_IP_IFACE": "lo", "VPN_IP4_NAMESERVERS": "127.0.0.2 127.0.0.3"}
+    steps: list[tuple[list[str], dict[str, str], Any]] = [
+        # No server pushed: only "the tunnel changed".
+        ([openvpn, "lo", "1500", "1500", "127.0.0.1", "", "init"], {"script_type": "up"}, None),
+        ([openvpn, "lo", "1500", "1500"], pushed, ["127.0.0.53", "::1"]),
+        ([openvpn, "lo", "1500", "1500"], {"script_type": "down", "dev": "lo"}, "down"),
+        ([nm, "lo", "vpn-up"], nm_vpn, ["127.0.0.2", "127.0.0.3"]),
+        ([nm, "lo", "vpn-down"], nm_vpn, "down"),
+        ([nm, "lo", "vpn-up"], {"VPN_IP4_NAMESERVERS": "127.0.0.4"}, ["127.0.0.4"]),
+        ([nm, "lo", "down"], {}, ["127.0.0.4"]),  # another interface's up/down: no change
+    ]
+    for args, extra, expect in steps:
         for _ in range(2):  # idempotent: running twice is the same as once
             proc = run_hook(args, {**env, **extra})
             assert proc.returncode == 0
             assert proc.stderr == "", proc.stderr
+        info = status(stub)
+        if expect == "down":  # tunnel-down: forgotten, and lo reads as down until tunnel-up
+            assert info["vpn"] is None and info["tunnel"]["up"] is False, args
+        elif expect is not None:
+            assert info["vpn"]["servers"] == expect, (args, info["vpn"])
+            assert info["tunnel"]["up"] is True
+    assert status(stub)["vpn"]["domains"] == []
+    proc = run_hook([openvpn, "lo"], {**env, **pushed})
+    assert status(stub)["vpn"]["domains"] == ["corp.test", "lab.test"]
     assert "Traceback" not in stub.stderr
     assert status(stub)["tunnel"]["up"] is True
 
