@@ -61,6 +61,9 @@ def pushed(netns_ok: None) -> Iterator[Pushed]:
             world.ns_vpn,
             "vpn-openvpn-tls",
             ["--tls-server", *tls, "--dh", "none", "--lport", str(OVPN_PORT), "--float",
+             # A p2p TLS server serves one peer: forget a vanished one fast (kill -9 sends
+             # no exit notification), so the next client's handshake is answered.
+             "--ping-restart", "2",
              "--push", f"dhcp-option DNS {VPN_TUN_ADDR}", "--push", "dhcp-option DOMAIN example"],
         )  # fmt: skip
         yield Pushed(world, client_tls)
@@ -122,27 +125,33 @@ def _answers(status: dict[str, Any], url: str) -> int:
     return int(found["answers"])
 
 
+def _client(pushed: Pushed, sock: Path) -> Process:
+    """A TLS-mode OpenVPN client that pulls the pushed options and runs the hook."""
+    world = pushed.world
+    wrapper = world.tmp / "stubresolver-cmd"
+    wrapper.write_text(
+        f'#!/bin/sh\nPYTHONPATH={REPO_ROOT} exec {sys.executable} -m stubresolver "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    client = world._openvpn(  # the world's own way to start an endpoint
+        world.ns_c,
+        f"push-openvpn-client-{len(world.processes)}",
+        ["--tls-client", "--pull", *pushed.client_tls, "--remote-cert-tls", "server",
+         "--nobind", "--remote", VPN_ISP_ADDR, str(OVPN_PORT), "--explicit-exit-notify", "1",
+         "--script-security", "2", "--up", str(HOOK), "--down", str(HOOK),
+         "--setenv", "STUBRESOLVER", str(wrapper),
+         "--setenv", "STUBRESOLVER_SOCKET", str(sock)],
+    )  # fmt: skip
+    world.vpn_client = client
+    world.wait_tunnel_passes()
+    return client
+
+
 def test_pushed_dns_and_domain_reach_the_stub_and_down_refuses(pushed: Pushed) -> None:
     world = pushed.world
     stub, sock = _stub(world)
     try:
-        wrapper = world.tmp / "stubresolver-cmd"
-        wrapper.write_text(
-            f'#!/bin/sh\nPYTHONPATH={REPO_ROOT} exec {sys.executable} -m stubresolver "$@"\n'
-        )
-        wrapper.chmod(0o755)
-        tls = pushed.client_tls
-        client = world._openvpn(
-            world.ns_c,
-            "push-openvpn-client",
-            ["--tls-client", "--pull", *tls, "--remote-cert-tls", "server", "--nobind",
-             "--remote", VPN_ISP_ADDR, str(OVPN_PORT),
-             "--script-security", "2", "--up", str(HOOK), "--down", str(HOOK),
-             "--setenv", "STUBRESOLVER", str(wrapper),
-             "--setenv", "STUBRESOLVER_SOCKET", str(sock)],
-        )  # fmt: skip
-        world.vpn_client = client
-        world.wait_tunnel_passes()
+        client = _client(pushed, sock)
         _wait("the up hook never announced", lambda: _status(world, sock)["vpn"], client)
         status = _status(world, sock)
         assert status["vpn"] == {
@@ -185,3 +194,33 @@ def test_pushed_dns_and_domain_reach_the_stub_and_down_refuses(pushed: Pushed) -
         "isp_log_queries": 0,
         "client_egress_packets": 0,
     }, leaks
+
+
+def test_a_tunnel_that_dies_without_its_down_hook_loses_its_servers(pushed: Pushed) -> None:
+    """kill -9 of the VPN client: no down hook runs, the tun device goes, and the epoch
+    change alone forgets what that tunnel's VPN announced."""
+    world = pushed.world
+    stub, sock = _stub(world)
+    try:
+        client = _client(pushed, sock)
+        _wait("the up hook never announced", lambda: _status(world, sock)["vpn"], client)
+        client.stop(signal.SIGKILL)
+        world.vpn_client = None
+        _wait(
+            "the announcement outlived its tunnel",
+            lambda: _status(world, sock)["vpn"] is None,
+            stub,
+        )
+        with world.c_socket() as s:
+            assert query(s, WWW_NAME, timeout=3.0).rcode == "REFUSED"
+        assert "forgetting the DNS servers its VPN announced" in stub.log_tail(400)
+        # A new client announces again and answers flow.
+        client = _client(pushed, sock)
+        _wait("the new up hook never announced", lambda: _status(world, sock)["vpn"], client)
+        with world.c_socket() as s:
+            assert WWW_ADDR in query(s, WWW_NAME, timeout=3.0).addresses
+        client.stop(signal.SIGTERM, grace=10)
+        world.vpn_client = None
+    finally:
+        assert stub.stop(signal.SIGTERM, grace=10) == 0, stub.log_tail()
+    assert world.leak_figures()["isp_log_queries"] == 0
