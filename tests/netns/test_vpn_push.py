@@ -41,7 +41,23 @@ BOOTSTRAP_NAME = "vpn.example.net"
 @dataclass
 class Pushed:
     world: World
-    client_tls: list[str]  # --ca/--cert/--key for the client
+    server_tls: list[str]  # --ca/--cert/--key for the server
+    client_tls: list[str]  # and for the client
+    server: Process | None = None
+
+    def restart_server(self) -> None:
+        """A fresh TLS-mode server: a p2p TLS server serves one peer and keeps a vanished
+        one's session for a while, so every client here gets a server of its own."""
+        if self.server is not None:
+            self.server.stop(signal.SIGTERM, grace=5)
+        world = self.world
+        self.server = world._openvpn(  # the world's own way to start an endpoint, TLS mode
+            world.ns_vpn,
+            f"vpn-openvpn-tls-{len(world.processes)}",
+            ["--tls-server", *self.server_tls, "--dh", "none", "--lport", str(OVPN_PORT),
+             "--float", "--push", f"dhcp-option DNS {VPN_TUN_ADDR}",
+             "--push", "dhcp-option DOMAIN example"],
+        )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +73,7 @@ def pushed(netns_ok: None) -> Iterator[Pushed]:
             if proc.name in ("vpn-openvpn",) or proc is world.vpn_client:
                 proc.stop(signal.SIGTERM, grace=5)
         world.vpn_client = None
-        world._openvpn(  # the world's own way to start an endpoint, now in TLS mode
-            world.ns_vpn,
-            "vpn-openvpn-tls",
-            ["--tls-server", *tls, "--dh", "none", "--lport", str(OVPN_PORT), "--float",
-             # A p2p TLS server serves one peer: forget a vanished one fast (kill -9 sends
-             # no exit notification), so the next client's handshake is answered.
-             "--ping-restart", "2",
-             "--push", f"dhcp-option DNS {VPN_TUN_ADDR}", "--push", "dhcp-option DOMAIN example"],
-        )  # fmt: skip
-        yield Pushed(world, client_tls)
+        yield Pushed(world, tls, client_tls)
     finally:
         world.close()
 
@@ -128,6 +135,7 @@ def _answers(status: dict[str, Any], url: str) -> int:
 def _client(pushed: Pushed, sock: Path) -> Process:
     """A TLS-mode OpenVPN client that pulls the pushed options and runs the hook."""
     world = pushed.world
+    pushed.restart_server()
     wrapper = world.tmp / "stubresolver-cmd"
     wrapper.write_text(
         f'#!/bin/sh\nPYTHONPATH={REPO_ROOT} exec {sys.executable} -m stubresolver "$@"\n'
@@ -137,7 +145,7 @@ def _client(pushed: Pushed, sock: Path) -> Process:
         world.ns_c,
         f"push-openvpn-client-{len(world.processes)}",
         ["--tls-client", "--pull", *pushed.client_tls, "--remote-cert-tls", "server",
-         "--nobind", "--remote", VPN_ISP_ADDR, str(OVPN_PORT), "--explicit-exit-notify", "1",
+         "--nobind", "--remote", VPN_ISP_ADDR, str(OVPN_PORT),
          "--script-security", "2", "--up", str(HOOK), "--down", str(HOOK),
          "--setenv", "STUBRESOLVER", str(wrapper),
          "--setenv", "STUBRESOLVER_SOCKET", str(sock)],
