@@ -196,6 +196,19 @@ class LocalConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    #: AAAA queries: "auto" answers them NODATA while the tunnel has no IPv6 address (an
+    #: IPv6 answer would send the client down a path outside the tunnel), "always" forwards
+    #: them, "never" answers every one NODATA.
+    aaaa: str = "auto"
+    #: A file of names (one per line, ``#`` comments), answered NXDOMAIN with every name
+    #: below them: public DoH providers, so browsers fall back to the system resolver.
+    block_list: Path | None = None
+    #: The names read from ``block_list``, in wire form, lower case.
+    blocked: frozenset[bytes] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: str = "info"
     #: Log each query's name and outcome. Off by default: names are private (privacy rule).
@@ -225,6 +238,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     #: Names the VPN client itself needs while the tunnel is down (its server, to reconnect):
     #: ``name: [address, ...]``, answered here at any tunnel state as A/AAAA records, so a
@@ -621,6 +635,43 @@ def _parse_bootstrap_hosts(raw: object) -> tuple[LocalRecord, ...]:
     return tuple(records)
 
 
+_AAAA_POLICIES = ("auto", "always", "never")
+
+
+def _parse_policy(raw: object) -> PolicyConfig:
+    section = _mapping(raw, "policy")
+    _check_keys(section, ("aaaa", "block_list"), "policy")
+    given: dict[str, Any] = {}
+    if "aaaa" in section:
+        aaaa = _get(section, "aaaa", "policy", str)
+        if aaaa not in _AAAA_POLICIES:
+            raise ConfigError("policy.aaaa", f"{aaaa!r} is not one of {', '.join(_AAAA_POLICIES)}")
+        given["aaaa"] = aaaa
+    if section.get("block_list") not in (None, ""):
+        path = _absolute_path(section, "block_list", "policy")
+        given["block_list"] = path
+        given["blocked"] = read_block_list(path, "policy.block_list")
+    return PolicyConfig(**given)
+
+
+def read_block_list(path: Path, where: str) -> frozenset[bytes]:
+    """The names of a block-list file in wire form, lower case; errors name the line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(where, f"cannot read {path}: {exc}") from None
+    names: set[bytes] = set()
+    for number, line in enumerate(text.splitlines(), 1):
+        name = line.split("#", 1)[0].strip()
+        if not name:
+            continue
+        if not name.isascii() or not name.strip("."):
+            raise ConfigError(where, f"{path} line {number}: {name!r} is not an ASCII name")
+        record = parse_record(f"{name.rstrip('.')}. 0 IN A 192.0.2.1", f"{where} line {number}")
+        names.add(record.name)
+    return frozenset(names)
+
+
 def _parse_logging(raw: object) -> LoggingConfig:
     section = _mapping(raw, "logging")
     _check_keys(section, _field_names(LoggingConfig), "logging")
@@ -778,6 +829,7 @@ def parse_config(raw: object) -> Config:
         cache=_parse_cache(top.get("cache")),
         server=_parse_server(top.get("server")),
         local=local,
+        policy=_parse_policy(top.get("policy")),
         logging=_parse_logging(top.get("logging")),
         takeover=_parse_takeover(top.get("takeover")),
         **given,

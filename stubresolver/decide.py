@@ -1,13 +1,15 @@
 """What to do with one query, without I/O (STYLE.md 1, 2): answer now, forward, or drop.
 
-Order: wire checks -> local policy -> cache -> gate (tunnel state) -> forward. Each step
-takes bytes and returns a named result carrying its `Outcome`; the tunnel state and the time
-are arguments, so every branch is tested in memory. The driver (`resolver.Resolver`) counts
-the outcome, sends an `AnswerNow` and hands a `Forward` to the flights.
+Order: wire checks -> local policy -> AAAA policy -> cache -> gate (tunnel state) ->
+forward. Each step takes bytes and returns a named result carrying its `Outcome`; the
+tunnel state and the time are arguments, so every branch is tested in memory. The driver
+(`resolver.Resolver`) counts the outcome, sends an `AnswerNow` and hands a `Forward` to the
+flights.
 """
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
 from stubresolver import replies, wire
@@ -23,6 +25,8 @@ _WIRE_OUTCOMES = {
     wire.NOTIMP: Outcome.NOTIMP,
     wire.BADVERS: Outcome.BADVERS,
 }
+
+AAAA_EDE = (17, "AAAA filtered: no IPv6 inside the tunnel (policy.aaaa)")
 
 
 @dataclass(slots=True, frozen=True)
@@ -68,8 +72,13 @@ class Decider:
         tunnel_label: str,
         udp_max_payload: int = wire.OUR_UDP_PAYLOAD,
         hot: HotQueries | None = None,
+        aaaa: str = "auto",
     ) -> None:
         self.cache = cache
+        # policy.aaaa: "auto" answers AAAA NODATA while the tunnel carries no IPv6 address.
+        self.aaaa = aaaa
+        self._aaaa_state: TunnelState | None = None
+        self._aaaa_nodata = aaaa == "never"
         self.policy = policy
         self.tunnel_label = tunnel_label
         # Our UDP cap (server.udp_max_payload): what our OPT records advertise and what we
@@ -77,11 +86,23 @@ class Decider:
         self.udp_max_payload = udp_max_payload
         self.hot = hot if hot is not None else HotQueries()
 
+    def aaaa_nodata(self, state: TunnelState) -> bool:
+        """True when AAAA queries get NODATA now. An AAAA answer while the tunnel has no
+        IPv6 address would send the client's connection out over another interface's IPv6
+        route, outside the tunnel; NODATA makes it use IPv4 (RFC 8305 happy eyeballs falls
+        back at once). While the tunnel is down the gate refuses anyway."""
+        if self.aaaa != "auto":
+            return self._aaaa_nodata
+        if state is not self._aaaa_state:  # TunnelState is immutable: one check per state
+            self._aaaa_state = state
+            self._aaaa_nodata = state.up and state.address_for(socket.AF_INET6) is None
+        return self._aaaa_nodata
+
     def decide(self, data: bytes, state: TunnelState, now: float) -> Decision:
         cache = self.cache
         if cache is not None:
             seen = self.hot.get(data[2:])
-            if seen is not None:
+            if seen is not None and not (seen.qtype == wire.TYPE_AAAA and self.aaaa_nodata(state)):
                 hit = cache.lookup_key(seen.key, (data[0] << 8) | data[1], seen.qname, now)
                 if hit is not None:
                     return AnswerNow(hit, Outcome.CACHED, seen)
@@ -98,6 +119,12 @@ class Decider:
             if query.has_edns and self.udp_max_payload != wire.OUR_UDP_PAYLOAD:
                 local = wire.set_opt_payload(local, self.udp_max_payload)  # RFC 6891 6.2.3
             return AnswerNow(local, Outcome.LOCAL, query)
+        if query.qtype == wire.TYPE_AAAA and self.aaaa_nodata(state):
+            # RFC 8914 4.18: EDE 17 "Filtered" says why, to a client that speaks EDNS.
+            nodata = wire.build_response(
+                query, data, wire.NOERROR, ede=AAAA_EDE, payload=self.udp_max_payload
+            )
+            return AnswerNow(nodata, Outcome.LOCAL, query)
         if cache is not None:
             hit = cache.lookup(query, now)
             if hit is not None:

@@ -14,8 +14,12 @@ Answered here, before the cache and the gate:
   forward``; they come from search lists and LAN habits and name the local network. Types
   that ask about a top-level zone itself (SOA, NS, DS, DNSKEY) still go to the tunnel, so a
   validator or ``dig com NS`` works.
-- ``use-application-dns.net``: NXDOMAIN. Firefox's canary domain; NXDOMAIN disables its
-  built-in DoH, which would otherwise bypass the tunnel entirely.
+- Canary names, NXDOMAIN for every type: ``use-application-dns.net`` (Firefox: NXDOMAIN
+  disables its built-in DoH, which would otherwise bypass the tunnel entirely), and
+  ``mask.icloud.com`` / ``mask-h2.icloud.com`` (Apple: NXDOMAIN turns iCloud Private Relay
+  off, whose own resolver path would bypass the stub).
+- ``policy.block_list``: the listed names and every name below them, NXDOMAIN (public DoH
+  providers, so a browser's own DoH fails and it falls back to the system resolver).
 - Reverse lookups inside private, loopback, CGNAT and link-local ranges (RFC 6303), the
   documentation ranges (RFC 5737, RFC 3849) and IPv4-mapped IPv6 (RFC 4291 2.5.5.2, which
   spells IPv4 addresses, private ones included): NXDOMAIN, since asking anyone would reveal
@@ -78,6 +82,8 @@ _NXDOMAIN_SUFFIXES = (
     b"\x05onion\x00",
 )
 _CANARY = b"\x13use-application-dns\x03net\x00"
+_ICLOUD = b"\x06icloud\x03com\x00"
+_CANARIES = frozenset((_CANARY, b"\x04mask" + _ICLOUD, b"\x07mask-h2" + _ICLOUD))
 _RESOLVER_ARPA = b"\x08resolver\x04arpa\x00"
 _DDR = b"\x04_dns" + _RESOLVER_ARPA
 # Types that ask about a top-level zone itself, not a host on the LAN (RFC 4035 3.1.4: DS
@@ -86,7 +92,9 @@ _ZONE_TYPES = frozenset((wire.TYPE_SOA, wire.TYPE_NS, 43, 48))  # 43 DS, 48 DNSK
 _IN_ADDR = b"\x07in-addr\x04arpa\x00"
 _IP6 = b"\x03ip6\x04arpa\x00"
 # Every name handled here ends with one of these (wire form, lower case).
-_LOCAL_SUFFIXES = (_LOCALHOST, *_NXDOMAIN_SUFFIXES, _CANARY, _RESOLVER_ARPA, _IN_ADDR, _IP6)
+_LOCAL_SUFFIXES = (
+    _LOCALHOST, *_NXDOMAIN_SUFFIXES, *_CANARIES, _RESOLVER_ARPA, _IN_ADDR, _IP6
+)  # fmt: skip
 _LOOPBACK_V4 = bytes([127, 0, 0, 1])
 _LOOPBACK_V6 = bytes(15) + b"\x01"
 LOCAL_TTL = 0  # synthetic answers are not worth caching downstream
@@ -143,7 +151,7 @@ def reverse_network(name: bytes) -> IPNetwork | None:
 class LocalPolicy:
     """Decides which queries are answered locally and builds those answers."""
 
-    __slots__ = ("_parents", "_records", "_single_label_nxdomain", "_via_vpn")
+    __slots__ = ("_blocked", "_parents", "_records", "_single_label_nxdomain", "_via_vpn")
 
     def __init__(
         self,
@@ -151,7 +159,9 @@ class LocalPolicy:
         *,
         single_label_nxdomain: bool = True,
         records: Sequence[LocalRecord] = (),
+        blocked: frozenset[bytes] = frozenset(),
     ) -> None:
+        self._blocked = blocked
         by_name: dict[bytes, list[LocalRecord]] = {}
         for record in records:
             by_name.setdefault(record.name, []).append(record)
@@ -189,11 +199,13 @@ class LocalPolicy:
             and query.qtype not in _ZONE_TYPES
         ):
             return self._nxdomain(query, data)
+        if self._blocked and self._is_blocked(name):
+            return self._nxdomain(query, data)
         if not name.endswith(_LOCAL_SUFFIXES):
             return None  # the common case: one C-level check per query
         if _is_name_or_below(name, _LOCALHOST):
             return self._localhost(query, data)
-        if name == _CANARY or any(_is_name_or_below(name, s) for s in _NXDOMAIN_SUFFIXES):
+        if name in _CANARIES or any(_is_name_or_below(name, s) for s in _NXDOMAIN_SUFFIXES):
             return self._nxdomain(query, data)
         if _is_name_or_below(name, _RESOLVER_ARPA):
             # RFC 9462 4: _dns.resolver.arpa exists for DDR; say it has no data (NODATA) so
@@ -204,6 +216,16 @@ class LocalPolicy:
         if (name.endswith((_IN_ADDR, _IP6))) and self._reverse_is_private(name):
             return self._nxdomain(query, data)
         return None
+
+    def _is_blocked(self, name: bytes) -> bool:
+        """The name or one of its parents is on the block list (a set lookup per label)."""
+        blocked = self._blocked
+        pos = 0
+        while name[pos]:
+            if name[pos:] in blocked:
+                return True
+            pos += name[pos] + 1
+        return False
 
     def _nxdomain(self, query: wire.Query, data: bytes) -> bytes:
         # RFC 8020: NXDOMAIN denies everything below the name; a configured record there

@@ -64,6 +64,7 @@ class Resolver:
         clock: Callable[[], float] = time.monotonic,
         hot: HotQueries | None = None,
         router: Router | None = None,
+        aaaa: str = "auto",
     ) -> None:
         self.upstreams = list(upstreams)
         # Split DNS (routes.py): which of the upstreams may answer a name; None: all of them.
@@ -79,6 +80,7 @@ class Resolver:
             tunnel_label=tunnel_label,
             udp_max_payload=udp_max_payload,
             hot=hot,
+            aaaa=aaaa,
         )
         self.cache = cache
         self.flush_on_tunnel_change = flush_on_tunnel_change

@@ -58,6 +58,7 @@ import pytest
 from .harness import Figures, Stub
 from .probe import EDE_TUNNEL_DOWN, Answer, query
 from .world import (
+    C_TUN_ADDR,
     ISP_C_ADDR,
     ISP_C_ADDR6,
     LOAD_ADDR,
@@ -199,6 +200,31 @@ def test_tunnel_up_answers_through_vpn(world: World, stub: Stub) -> None:
     assert WWW_ADDR in getent.stdout.split(), getent.stdout
     # the answers came from the VPN's resolver, through the tunnel
     assert world.vpn_log_queries() > before
+
+
+def test_ipv4_only_tunnel_gets_aaaa_nodata_and_canaries_stay_local(
+    world: World, stub: Stub
+) -> None:
+    """The client has IPv6 only towards the ISP (fd00:1::/64) and the tunnel is IPv4-only:
+    an AAAA answer would send its connections outside the tunnel, so policy.aaaa auto answers
+    NODATA with EDE 17; the canaries that switch off Firefox's DoH and iCloud Private Relay
+    are NXDOMAIN. None of it is asked of the VPN's resolver (issue 10)."""
+    stub.start()
+    before = world.vpn_log_queries()
+    aaaa = world.ns_run(world.ns_c, ["dig", "+time=2", "+tries=1", "@127.0.0.1", WWW_NAME, "AAAA"])
+    assert "status: NOERROR" in aaaa.stdout and "ANSWER: 0" in aaaa.stdout, aaaa.stdout
+    assert "EDE: 17 (Filtered)" in aaaa.stdout, aaaa.stdout
+    for name, rdtype in (("mask.icloud.com", "A"), ("mask-h2.icloud.com", "HTTPS"),
+                         ("use-application-dns.net", "AAAA")):  # fmt: skip
+        dig = world.ns_run(world.ns_c, ["dig", "+time=2", "+tries=1", "@127.0.0.1", name, rdtype])
+        assert "status: NXDOMAIN" in dig.stdout, dig.stdout
+    getent = world.ns_run(world.ns_c, ["getent", "ahosts", WWW_NAME.rstrip(".")], check=False)
+    assert getent.returncode == 0, getent.stderr + stub.log_tail()
+    assert {line.split()[0] for line in getent.stdout.splitlines()} == {WWW_ADDR}, getent.stdout
+    asked = [line for line in world.vpn_log.read_text(errors="replace").splitlines()
+             if f"{C_TUN_ADDR} " in line][before:]  # fmt: skip
+    assert not [line for line in asked if "icloud" in line or "application" in line], asked
+    assert not [line for line in asked if f"{WWW_NAME} AAAA" in line], asked
 
 
 # ---------------------------------------------------------------------------- tunnel down
