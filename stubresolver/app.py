@@ -22,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from stubresolver import __version__
+from stubresolver.access import HostAddresses
 from stubresolver.announce import Announced, parse_announcement
 from stubresolver.cache import Cache
 from stubresolver.config import Config, load_config
 from stubresolver.control import ControlServer, render_status, tunnel_dict
 from stubresolver.errors import ConfigError, StubError, TakeoverError
 from stubresolver.fdlimit import ensure_fd_limit
+from stubresolver.guard.nftables import Guard
 from stubresolver.policy import LocalPolicy
 from stubresolver.resolver import Resolver
 from stubresolver.routes import Router
@@ -127,6 +129,7 @@ class Service:
         self._taken: tuple[Path, bool] | None = None
         self._takeover: takeover.Plan | None = None
         self._watchdog: DriftWatchdog | None = None
+        self._guard: Guard | None = None
 
     def _on_tunnel(self, old: TunnelState, new: TunnelState) -> None:
         current = self.announced.current
@@ -137,6 +140,8 @@ class Service:
                 "tunnel %s went: forgetting the DNS servers its VPN announced", current.interface
             )
             self.announced.set(None)
+        if self._guard is not None:
+            self._guard.follow(new.ifname)
         self.resolver.tunnel_changed(old, new)
 
     async def run(self) -> None:
@@ -148,10 +153,12 @@ class Service:
             await self.monitor.stop()
             raise
         try:
+            self._start_guard()
             await self._take_over()
         except BaseException:
             # Undo what a failed takeover may have done (the journal says what).
             await self._restore(always=True)
+            self._stop_guard()
             await self.server.close()
             await self.resolver.close()
             await self.monitor.stop()
@@ -181,11 +188,29 @@ class Service:
             # Restore while the listeners still answer: the system never points at a stub
             # that has stopped, except after a crash (fail-closed, see takeover/session.py).
             await self._restore()
+            self._stop_guard()
             if self._control is not None:
                 await self._control.close()
             await self.server.close()
             await self.resolver.close()
             await self.monitor.stop()
+
+    def _start_guard(self) -> None:
+        """The nftables guard (guard/), before the takeover points the system at us: from
+        here no other program's DNS leaves outside the tunnel."""
+        if not self.config.guard.enabled:
+            return
+        guard = Guard(self.config.guard, self.server.bound)
+        if guard.redirects:
+            # A redirected query keeps its outside source address (access.HostAddresses).
+            self.server.clients.host = HostAddresses()
+        guard.apply(self.monitor.state.ifname)
+        self._guard = guard
+
+    def _stop_guard(self) -> None:
+        if self._guard is not None:
+            self._guard.stop()
+            self._guard = None
 
     async def _take_over(self) -> None:
         settings = self.config.takeover
@@ -263,6 +288,7 @@ class Service:
         )
         status["takeover"] = self.takeover_status()
         status["vpn"] = self.announced.status()
+        status["guard"] = self._guard.status() if self._guard is not None else {"enabled": False}
         return status
 
     def announce(self, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -335,6 +361,8 @@ class Service:
             log.warning("listen/server changes take effect only after a restart")
         if new.takeover != self.config.takeover or new.state_dir != self.config.state_dir:
             log.warning("takeover and state_dir changes take effect only after a restart")
+        if new.guard != self.config.guard:
+            log.warning("guard changes take effect only after a restart")
         if new.control_socket != self.config.control_socket:
             log.warning("control_socket changes take effect only after a restart")
         if new.tunnel != self.config.tunnel:

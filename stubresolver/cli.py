@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
         "--config", "-c", default=DEFAULT_CONFIG, help=f"read state_dir from it ({DEFAULT_CONFIG})"
     )
     where.add_argument("--state-dir", help="the state_dir holding the journal")
+    text = "the nftables guard: 'off' removes its table (a lockdown's too), 'show' prints it"
+    cmd = sub.add_parser("guard", help=text, description=text)
+    cmd.add_argument("action", choices=("off", "show"))
     for name, text in CONTROL_COMMANDS.items():
         cmd = sub.add_parser(name, help=text, description=text)
         where = cmd.add_mutually_exclusive_group()
@@ -216,6 +219,7 @@ def format_status(status: dict[str, Any]) -> str:
     else:
         lines.append("cache: disabled")
     lines.append(f"takeover: {_takeover_text(status.get('takeover') or {})}")
+    lines.append(f"guard: {_guard_text(status.get('guard') or {})}")
     vpn = status.get("vpn")
     if vpn:
         lines.append(
@@ -227,6 +231,40 @@ def format_status(status: dict[str, Any]) -> str:
         "outcomes: " + (", ".join(f"{k} {v}" for k, v in counted.items()) or "no queries yet")
     )
     return "\n".join(lines)
+
+
+def _guard_text(guard: dict[str, Any]) -> str:
+    if not guard.get("enabled"):
+        return "off (guard.enabled false)"
+    if not guard.get("active"):
+        return "NOT in place"
+    return (
+        f"table inet stubresolver, DNS only via {guard.get('tunnel') or 'loopback'}; "
+        f"dropped {guard.get('dropped')}"
+        + (f", redirected {guard.get('redirected')}" if guard.get("redirect") else "")
+        + ("; lockdown (stays after stop)" if guard.get("lockdown") else "")
+        + (f"; {guard['update_failures']} update failures" if guard.get("update_failures") else "")
+    )
+
+
+def _guard(args: argparse.Namespace) -> int:
+    """`guard off` removes the table (a lockdown too); `guard show` prints it. Root only."""
+    from stubresolver.errors import GuardError  # noqa: PLC0415
+    from stubresolver.guard import nftables, ruleset  # noqa: PLC0415
+
+    try:
+        if args.action == "show":
+            if not nftables.table_exists():
+                print("no guard table")
+                return 0
+            print(nftables.run_nft("", args=("list", "table", ruleset.FAMILY, ruleset.TABLE)))
+            return 0
+        removed = nftables.remove_table()
+    except GuardError as exc:
+        print(f"stubresolver guard: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    print("guard table inet stubresolver removed" if removed else "no guard table")
+    return 0
 
 
 def _takeover_text(takeover: dict[str, Any]) -> str:
@@ -263,6 +301,25 @@ def _restore(args: argparse.Namespace) -> int:
         print(f"nothing to restore (no takeover journal in {state_dir})")
     for line in done or ():
         print(f"restored: {line}")
+    return _remove_guard_if_there()
+
+
+def _remove_guard_if_there() -> int:
+    """`restore` gives back a system without the guard too (a lockdown's, or a crashed
+    daemon's table), when nft is there to ask."""
+    from stubresolver.errors import GuardError  # noqa: PLC0415
+    from stubresolver.guard import nftables  # noqa: PLC0415
+
+    try:
+        nftables.nft_path()
+    except GuardError:
+        return 0  # no nft: no guard can be loaded here
+    try:
+        if nftables.remove_table():
+            print("restored: guard table inet stubresolver removed")
+    except GuardError as exc:
+        print(f"stubresolver restore: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
     return 0
 
 
@@ -292,6 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _control(args)
     if args.command == "restore":
         return _restore(args)
+    if args.command == "guard":
+        return _guard(args)
     path = Path(args.config)
     try:
         config = load_config(path)
@@ -306,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{path}: ok")
         return code
     from stubresolver.app import configure_logging, serve  # noqa: PLC0415 - keep check-config light
-    from stubresolver.errors import ListenError, TakeoverError  # noqa: PLC0415
+    from stubresolver.errors import GuardError, ListenError, TakeoverError  # noqa: PLC0415
 
     configure_logging(config.logging.level)
     try:
@@ -314,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:  # e.g. an upstream scheme this build cannot serve
         print(f"stubresolver: invalid config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except (ListenError, TakeoverError) as exc:
+    except (GuardError, ListenError, TakeoverError) as exc:
         print(f"stubresolver: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     except KeyboardInterrupt:

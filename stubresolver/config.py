@@ -209,6 +209,22 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class GuardConfig:
+    #: An nftables table (``inet stubresolver``) that drops every other program's DNS
+    #: (53, 853) leaving outside the tunnel. Off by default: it changes the firewall, so
+    #: only a config that asks for it (the installed one does) loads it.
+    enabled: bool = False
+    #: Port-53 traffic of other programs to any address is redirected to the stub, so a
+    #: hard-coded resolver (8.8.8.8) gets answers through the tunnel instead of nothing.
+    redirect_stray_dns: bool = True
+    #: Keep the table after the stub stops or crashes: nothing resolves outside the tunnel
+    #: even then. `stubresolver guard off` removes it.
+    lockdown: bool = False
+    #: More destination ports to drop outside the tunnel (other encrypted-DNS ports).
+    extra_ports: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: str = "info"
     #: Log each query's name and outcome. Off by default: names are private (privacy rule).
@@ -239,6 +255,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     #: Names the VPN client itself needs while the tunnel is down (its server, to reconnect):
     #: ``name: [address, ...]``, answered here at any tunnel state as A/AAAA records, so a
@@ -672,6 +689,23 @@ def read_block_list(path: Path, where: str) -> frozenset[bytes]:
     return frozenset(names)
 
 
+def _parse_guard(raw: object) -> GuardConfig:
+    section = _mapping(raw, "guard")
+    _check_keys(section, _field_names(GuardConfig), "guard")
+    given: dict[str, Any] = {}
+    for key in ("enabled", "redirect_stray_dns", "lockdown"):
+        if key in section:
+            given[key] = _get(section, key, "guard", bool)
+    if "extra_ports" in section:
+        ports: list[int] = []
+        for index, port in enumerate(_list(section, "extra_ports", "guard")):
+            if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+                raise ConfigError(f"guard.extra_ports[{index}]", f"{port!r} is not a port")
+            ports.append(port)
+        given["extra_ports"] = tuple(ports)
+    return GuardConfig(**given)
+
+
 def _parse_logging(raw: object) -> LoggingConfig:
     section = _mapping(raw, "logging")
     _check_keys(section, _field_names(LoggingConfig), "logging")
@@ -830,6 +864,7 @@ def parse_config(raw: object) -> Config:
         server=_parse_server(top.get("server")),
         local=local,
         policy=_parse_policy(top.get("policy")),
+        guard=_parse_guard(top.get("guard")),
         logging=_parse_logging(top.get("logging")),
         takeover=_parse_takeover(top.get("takeover")),
         **given,

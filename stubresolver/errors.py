@@ -69,3 +69,8 @@ class ControlError(StubError):
 class TakeoverError(StubError):
     """Taking over or restoring the system's DNS failed (a file could not be read or
     written, a journal is unreadable); nothing is guessed."""
+
+
+class GuardError(StubError):
+    """The nftables guard could not be applied, updated or removed (nft missing or it
+    rejected the transaction); the message carries nft's own words."""

@@ -322,6 +322,7 @@ class DnsServer:
         self.resolver = resolver
         self.config = config
         self._clients = ClientFilter(config.allow)
+        self.clients = self._clients  # the guard widens it to this host's own addresses
         self._udp: list[UdpListener] = []
         self._tcp: list[TcpListener] = []
         #: The addresses actually served (an IPv6 address skipped on a host without IPv6 is

@@ -67,18 +67,23 @@ class Figures:
 class Stub:
     """`python -m stubresolver run` inside the client namespace, started on demand."""
 
-    def __init__(self, world: World, upstreams: list[Any] | None = None) -> None:
+    def __init__(
+        self, world: World, upstreams: list[Any] | None = None, extra: dict[str, Any] | None = None
+    ) -> None:
         self.world = world
+        self.extra = extra or {}  # more top-level config keys (guard, policy, ...)
         # URL strings or mappings, as in the config; by default the VPN's plain DNS.
         self.upstreams: list[Any] = upstreams or ["udp://100.66.0.1"]
         self.proc: Process | None = None
         self.runs = 0
+        self.home: Path | None = None
         self.sock = world.c_socket()
 
     def start(self, *, wait_ready: bool = True) -> None:
         assert self.proc is None, "stub already running"
         self.runs += 1
         home = Path(tempfile.mkdtemp(prefix="stub-", dir=self.world.tmp))
+        self.home = home
         (home / "state").mkdir()
         config = {
             "listen": ["127.0.0.1:53"],
@@ -86,6 +91,7 @@ class Stub:
             "upstreams": self.upstreams,
             "control_socket": str(home / "control.sock"),  # not the machine-wide default
             "logging": {"level": "debug"},
+            **self.extra,
         }
         cfg_path = home / "config.yaml"
         cfg_path.write_text(json.dumps(config, indent=2) + "\n")  # JSON is YAML
