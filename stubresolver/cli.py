@@ -57,6 +57,25 @@ def _parser() -> argparse.ArgumentParser:
         "--config", "-c", default=DEFAULT_CONFIG, help=f"read state_dir from it ({DEFAULT_CONFIG})"
     )
     where.add_argument("--state-dir", help="the state_dir holding the journal")
+    text = (
+        "test for DNS leaks: the system's DNS settings, probes while every non-tunnel "
+        "interface is sniffed, the guard (exit 0 clean, 1 leak or misconfiguration, 2 the "
+        "test could not run; root)"
+    )
+    cmd = sub.add_parser("leaktest", help=text, description=text)
+    where = cmd.add_mutually_exclusive_group()
+    where.add_argument("--socket", "-s", help="the daemon's control socket")
+    where.add_argument("--config", "-c", help="read control_socket from this config file")
+    cmd.add_argument("--json", action="store_true", help="machine-readable report")
+    cmd.add_argument(
+        "--whoami", action="store_true", help="also show the resolver egress the world sees"
+    )
+    cmd.add_argument(
+        "--probe-domain",
+        default="example.com",
+        help="probe names are random labels under it (default example.com)",
+    )
+    cmd.add_argument("--window", type=float, default=3.0, help="seconds of sniffing (default 3)")
     text = "the nftables guard: 'off' removes its table (a lockdown's too), 'show' prints it"
     cmd = sub.add_parser("guard", help=text, description=text)
     cmd.add_argument("action", choices=("off", "show"))
@@ -247,6 +266,32 @@ def _guard_text(guard: dict[str, Any]) -> str:
     )
 
 
+def _leaktest(args: argparse.Namespace) -> int:
+    from stubresolver.control import request  # noqa: PLC0415
+    from stubresolver.errors import ControlError, ControlPermissionError  # noqa: PLC0415
+    from stubresolver.leaktest import report  # noqa: PLC0415
+    from stubresolver.leaktest.run import Options, leaktest  # noqa: PLC0415
+
+    status: dict[str, Any] | None = None
+    error = None
+    denied = False
+    try:
+        response = request(_socket_path(args), "status")
+        status = response if response.get("ok") else None
+        error = None if status else str(response.get("error"))
+    except ControlPermissionError as exc:
+        error, denied = str(exc), True
+    except (ConfigError, ControlError) as exc:
+        error = str(exc)
+    options = Options(probe_domain=args.probe_domain, window=args.window, whoami=args.whoami)
+    steps = leaktest(status, error, options, denied=denied)
+    if args.json:
+        print(json.dumps(report.as_json(steps), indent=2))
+    else:
+        print(report.as_text(steps))
+    return report.overall(steps)[1]
+
+
 def _guard(args: argparse.Namespace) -> int:
     """`guard off` removes the table (a lockdown too); `guard show` prints it. Root only."""
     from stubresolver.errors import GuardError  # noqa: PLC0415
@@ -351,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _restore(args)
     if args.command == "guard":
         return _guard(args)
+    if args.command == "leaktest":
+        return _leaktest(args)
     path = Path(args.config)
     try:
         config = load_config(path)

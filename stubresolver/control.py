@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from stubresolver.errors import ControlError
+from stubresolver.errors import ControlError, ControlPermissionError
 from stubresolver.resolver import Outcome, Resolver
 from stubresolver.tunnel_state import TunnelState
 
@@ -352,7 +352,7 @@ def request(
                 f"cannot reach the daemon: nothing listens on {path} (stale socket?)"
             ) from None
         except PermissionError:
-            raise ControlError(
+            raise ControlPermissionError(
                 f"cannot reach the daemon: permission denied on {path} (the control socket "
                 "is root only)"
             ) from None

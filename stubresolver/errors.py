@@ -66,6 +66,10 @@ class ControlError(StubError):
     """The control socket cannot be reached or answered nonsense (client side)."""
 
 
+class ControlPermissionError(ControlError):
+    """The control socket exists but this user may not connect to it."""
+
+
 class TakeoverError(StubError):
     """Taking over or restoring the system's DNS failed (a file could not be read or
     written, a journal is unreadable); nothing is guessed."""
