@@ -30,6 +30,7 @@ from stubresolver.control import ControlServer, render_status, tunnel_dict
 from stubresolver.errors import ConfigError, StubError, TakeoverError
 from stubresolver.fdlimit import ensure_fd_limit
 from stubresolver.guard.nftables import Guard
+from stubresolver.learned import learned_ipv6_servers
 from stubresolver.policy import LocalPolicy
 from stubresolver.resolver import Resolver
 from stubresolver.routes import Router
@@ -152,6 +153,7 @@ class Service:
         except BaseException:
             await self.monitor.stop()
             raise
+        self._warn_learned_servers()
         try:
             self._start_guard()
             await self._take_over()
@@ -194,6 +196,19 @@ class Service:
             await self.server.close()
             await self.resolver.close()
             await self.monitor.stop()
+
+    def _warn_learned_servers(self) -> None:
+        """IPv6 DNS servers other links learned (router advertisements): a program that asks
+        them directly goes around the stub; named at start (issue 10)."""
+        for link, server in learned_ipv6_servers():
+            log.warning(
+                "link %s learned the IPv6 DNS server %s (router advertisement?): %s",
+                link,
+                server,
+                "the guard blocks it"
+                if self.config.guard.enabled
+                else "a program asking it directly leaks; guard.enabled blocks that",
+            )
 
     def _start_guard(self) -> None:
         """The nftables guard (guard/), before the takeover points the system at us: from

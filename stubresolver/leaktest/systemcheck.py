@@ -59,6 +59,17 @@ def check_resolv_conf(text: str | None, stub: Collection[str], *, via_resolved: 
 _RESOLVED_LINE = re.compile(r"^(Global|Link \d+ \(([^)]+)\)):\s*(.*)$")
 
 
+def resolved_link_servers(text: str) -> list[tuple[str, str]]:
+    """(link, server) pairs of ``resolvectl dns`` output, the global line left out."""
+    found: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        match = _RESOLVED_LINE.match(line.strip())
+        if match and match.group(2):
+            found += [(match.group(2), s.split("#", 1)[0].split("%", 1)[0])
+                      for s in match.group(3).split()]  # fmt: skip
+    return found
+
+
 def check_resolved(text: str | None, stub: Collection[str]) -> Step:
     """``resolvectl dns`` output: the global servers must be ours alone and no link may
     have servers of its own (resolved would send names there, DHCP- or RA-learned)."""

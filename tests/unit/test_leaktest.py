@@ -136,3 +136,14 @@ def test_exit_status(verdicts: list[str], code: int) -> None:
     assert report.overall(steps)[1] == code
     assert report.as_json(steps)["exit_status"] == code
     assert "WebRTC" in report.as_text(steps)
+
+
+def test_resolved_link_servers_for_the_startup_warning() -> None:
+    text = (
+        "Global: 127.0.0.1\nLink 2 (eth0): 192.168.1.1 fd00:1::1%2 fe80::1#dns.lan\nLink 1 (lo):\n"
+    )
+    assert systemcheck.resolved_link_servers(text) == [
+        ("eth0", "192.168.1.1"),
+        ("eth0", "fd00:1::1"),
+        ("eth0", "fe80::1"),
+    ]
