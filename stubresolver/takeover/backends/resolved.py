@@ -5,14 +5,23 @@ at its stub, 127.0.0.53) but sends every name to us.
   routing domain ``~.`` (every name), and empties ``FallbackDNS``: resolved's compiled-in
   fallback servers (Cloudflare, Google) are a leak when no server is configured
   (resolved.conf(5)). LLMNR and mDNS are off, so no name goes out by multicast either.
-- Every other link loses its DNS default route (``resolvectl default-route IF no``), so
-  a link's own servers get no name that is not in that link's routing domains
-  (systemd-resolved.service(8), "Protocols and Routing"). What each link had is probed first
-  and recorded in the journal; restore sets it back link by link.
+- Every other link loses its DNS default route (``resolvectl default-route IF no``) and its
+  own DNS servers (``resolvectl dns IF ''``). Default-route off alone leaves the link's
+  servers every name under that link's routing domains (systemd-resolved.service(8),
+  "Protocols and Routing"), and a link with servers but no domains still answers
+  reverse lookups of its own subnet; with no servers a link gets nothing at all. What each
+  link had (servers, default route) is probed first and recorded in the journal; restore
+  sets each back exactly, link by link.
+- /etc/systemd/resolved.conf.d need not exist (a fresh install has none): the plan makes it,
+  and restore removes it only when it was absent before us.
+- resolved reads its configuration only when it starts, hence the ``systemctl
+  try-restart`` (a link's bus-set servers and default route survive it: resolved keeps them
+  under /run/systemd/resolve/netif).
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 from pathlib import Path
@@ -21,11 +30,22 @@ from stubresolver.config import Config
 from stubresolver.takeover import resolv_conf
 from stubresolver.takeover.backends import Found
 from stubresolver.takeover.backends.file import holds_file
-from stubresolver.takeover.steps import Run, Step, WriteFile, restore_original
+from stubresolver.takeover.steps import (
+    MakeDir,
+    RemoveDir,
+    Run,
+    Step,
+    WriteFile,
+    restore_original,
+)
 
 DROP_IN = Path("/etc/systemd/resolved.conf.d/90-stubresolver.conf")
 RESTART = Run(("systemctl", "try-restart", "systemd-resolved.service"))
-_PREFIX = "default-route:"
+_ROUTE = "default-route:"  # fact "default-route:IF" = "yes" | "no"
+_DNS = "dns:"  # fact "dns:IF" = the link's servers as resolvectl shows them, space-separated
+_DIR = "drop-in-dir"  # fact = "present" | "absent"
+#: "Link 2 (eth0): 192.0.2.1 2001:db8::1" (servers may carry :port, %ifindex, #name)
+_LINK_LINE = re.compile(r"^Link \d+ \((?P<link>[^)]*)\):(?P<value>.*)$")
 
 
 def drop_in_text(config: Config) -> bytes:
@@ -48,11 +68,12 @@ def links() -> list[str]:
         return []
 
 
-def default_route(link: str) -> str | None:
-    """``yes``/``no`` as resolvectl reports it for ``link``, None when it cannot say."""
+def _link_setting(verb: str, link: str) -> str | None:
+    """What ``resolvectl VERB LINK`` reports for the link (stripped), None when it cannot
+    say (resolved not answering, the link unknown to it)."""
     try:
         done = subprocess.run(
-            ["resolvectl", "default-route", link],
+            ["resolvectl", verb, link],
             capture_output=True,
             text=True,
             timeout=10,
@@ -60,11 +81,25 @@ def default_route(link: str) -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    # "Link 2 (eth0): yes"
-    words = done.stdout.strip().rsplit(":", 1)
-    if done.returncode != 0 or len(words) != 2 or words[1].strip() not in ("yes", "no"):
+    if done.returncode != 0:
         return None
-    return words[1].strip()
+    for line in done.stdout.splitlines():
+        match = _LINK_LINE.match(line.strip())
+        if match is not None and match["link"] == link:
+            return match["value"].strip()
+    return None
+
+
+def default_route(link: str) -> str | None:
+    """``yes``/``no`` as resolvectl reports it for ``link``, None when it cannot say."""
+    value = _link_setting("default-route", link)
+    return value if value in ("yes", "no") else None
+
+
+def dns_servers(link: str) -> str | None:
+    """The link's own DNS servers, space-separated ("" for none), None when unknown."""
+    value = _link_setting("dns", link)
+    return None if value is None else " ".join(value.split())
 
 
 class ResolvedBackend:
@@ -74,31 +109,47 @@ class ResolvedBackend:
         return (DROP_IN,)
 
     def probe(self, config: Config) -> tuple[tuple[str, str], ...]:
-        found: list[tuple[str, str]] = []
+        found: list[tuple[str, str]] = [(_DIR, "present" if DROP_IN.parent.is_dir() else "absent")]
         for link in links():
-            value = default_route(link)
-            if value is not None:
-                found.append((_PREFIX + link, value))
+            route = default_route(link)
+            if route is None:
+                continue  # not a link resolved knows: nothing to take from it
+            found.append((_ROUTE + link, route))
+            servers = dns_servers(link)
+            if servers is not None:
+                found.append((_DNS + link, servers))
         return tuple(found)
 
     @staticmethod
     def _links(found: Found) -> list[tuple[str, str]]:
-        return [(k.removeprefix(_PREFIX), v) for k, v in found.facts if k.startswith(_PREFIX)]
+        return [(k.removeprefix(_ROUTE), v) for k, v in found.facts if k.startswith(_ROUTE)]
+
+    @staticmethod
+    def _made_dir(found: Found) -> bool:
+        return found.fact(_DIR) == "absent"
 
     def apply(self, found: Found, config: Config) -> tuple[Step, ...]:
-        off = tuple(
-            Run(("resolvectl", "default-route", link, "no")) for link, _ in self._links(found)
-        )
-        return (WriteFile(DROP_IN, drop_in_text(config), 0o644), RESTART, *off)
+        made = (MakeDir(DROP_IN.parent),) if self._made_dir(found) else ()
+        off: list[Step] = []
+        for link, _ in self._links(found):
+            # Cleared even when the probe could not read the servers: a leak is worse than a
+            # link whose servers its manager has to set again.
+            off.append(Run(("resolvectl", "dns", link, "")))
+            off.append(Run(("resolvectl", "default-route", link, "no")))
+        return (*made, WriteFile(DROP_IN, drop_in_text(config), 0o644), RESTART, *off)
 
     def restore(self, found: Found) -> tuple[Step, ...]:
         # A link may be gone by restore time; setting it back is then nothing to do.
-        back = tuple(
-            Run(("resolvectl", "default-route", link, value), may_fail=True)
-            for link, value in self._links(found)
-        )
+        back: list[Step] = []
+        for link, route in self._links(found):
+            servers = found.fact(_DNS + link, "-")
+            if servers != "-":
+                argv = ("resolvectl", "dns", link, *(servers.split() or [""]))
+                back.append(Run(argv, may_fail=True))
+            back.append(Run(("resolvectl", "default-route", link, route), may_fail=True))
         files = tuple(restore_original(o) for o in found.originals)
-        return (*files, Run(RESTART.argv, may_fail=True), *back)
+        made = (RemoveDir(DROP_IN.parent),) if self._made_dir(found) else ()
+        return (*files, *made, Run(RESTART.argv, may_fail=True), *back)
 
     def watch(self, config: Config) -> tuple[Path, ...]:
         return (DROP_IN,)
@@ -106,5 +157,9 @@ class ResolvedBackend:
     def holds(self, found: Found, config: Config) -> bool:
         if not holds_file(DROP_IN, drop_in_text(config)):
             return False
-        # A manager (NetworkManager, networkd) may have turned a link's default route on.
-        return all(default_route(link) in ("no", None) for link, _ in self._links(found))
+        # A manager (NetworkManager, networkd, a DHCP hook) may have given a link its
+        # servers or its default route back.
+        return all(
+            default_route(link) in ("no", None) and dns_servers(link) in ("", None)
+            for link, _ in self._links(found)
+        )
