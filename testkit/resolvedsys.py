@@ -147,6 +147,8 @@ class ResolvedSystem:
                 proc.stop()
             if self._isp_holder is not None:
                 stop_popen(self._isp_holder)
+                if self._isp_holder.stdout is not None:
+                    self._isp_holder.stdout.close()
         finally:
             self.sys.__exit__()
 

@@ -8,8 +8,9 @@ at its stub, 127.0.0.53) but sends every name to us.
 - Every other link loses its DNS default route (``resolvectl default-route IF no``) and its
   own DNS servers (``resolvectl dns IF ''``). Default-route off alone leaves the link's
   servers every name under that link's routing domains (systemd-resolved.service(8),
-  "Protocols and Routing"), and a link with servers but no domains still answers
-  reverse lookups of its own subnet; with no servers a link gets nothing at all. What each
+  "Protocols and Routing") and the reverse lookups of its own subnet (measured with
+  resolved 252: 5.0.110.10.in-addr.arpa went to a link on 10.110.0.0/24 whose default
+  route was off); a link with no servers gets nothing at all. What each
   link had (servers, default route) is probed first and recorded in the journal; restore
   sets each back exactly, link by link.
 - /etc/systemd/resolved.conf.d need not exist (a fresh install has none): the plan makes it,
