@@ -42,6 +42,11 @@ from stubresolver.takeover.steps import (
 
 DROP_IN = Path("/etc/systemd/resolved.conf.d/90-stubresolver.conf")
 RESTART = Run(("systemctl", "try-restart", "systemd-resolved.service"))
+#: resolved renames a new one into place whenever any link's servers, domains or default
+#: route change (measured with resolved 252, also for default-route alone): the watchdog's
+#: wake-up for link drift, which only a poll would see otherwise. The directory survives
+#: restarts (RuntimeDirectoryPreserve=yes in resolved's unit).
+RESOLVED_STATE = Path("/run/systemd/resolve/resolv.conf")
 _ROUTE = "default-route:"  # fact "default-route:IF" = "yes" | "no"
 _DNS = "dns:"  # fact "dns:IF" = the link's servers as resolvectl shows them, space-separated
 _DIR = "drop-in-dir"  # fact = "present" | "absent"
@@ -153,7 +158,9 @@ class ResolvedBackend:
         return (*files, *made, Run(RESTART.argv, may_fail=True), *back)
 
     def watch(self, config: Config) -> tuple[Path, ...]:
-        return (DROP_IN,)
+        # Without resolved's directory (resolved not running yet) the poll alone must do: a
+        # directory that is not there cannot be watched.
+        return (DROP_IN, RESOLVED_STATE) if RESOLVED_STATE.parent.is_dir() else (DROP_IN,)
 
     def holds(self, found: Found, config: Config) -> bool:
         if not holds_file(DROP_IN, drop_in_text(config)):
