@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Iterator
@@ -34,6 +35,8 @@ DROP_IN_DIR = "systemd/resolved.conf.d"
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory, netns_ok: None) -> ResolvedPackage:
     missing = tools_missing()
+    if missing is None and shutil.which("dbus-daemon") is None:
+        missing = "dbus-daemon not installed (scripts/test installs it)"
     if missing is not None:
         pytest.fail(f"resolved takeover e2e cannot run: {missing}")
     try:
