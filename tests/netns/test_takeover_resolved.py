@@ -79,6 +79,15 @@ def setting(w: ResolvedSystem, verb: str, link: str | None = None) -> str:
     return ""  # resolvectl prints no Global line when there is nothing global
 
 
+def settings_shown(w: ResolvedSystem) -> list[str]:
+    """Every line of ``resolvectl status`` but "Current Scopes", which follows the link's
+    addresses (LLMNR/IPv6 appears once the IPv6 link-local address has passed DAD), not a
+    setting."""
+    done = w.resolvectl("status")
+    assert done.returncode == 0, done.stderr
+    return [line for line in done.stdout.splitlines() if "Current Scopes:" not in line]
+
+
 def query(w: ResolvedSystem, name: str) -> tuple[int, str]:
     done = w.resolvectl("query", "--cache=no", "-4", name, timeout=60)
     return done.returncode, done.stdout + done.stderr
@@ -192,6 +201,7 @@ def test_takeover_sends_every_name_to_the_stub_and_restore_is_exact(
     assert before_files["drop-in dir"] is None and before_link == (ISP, "yes")
     before_global = (setting(w, "dns"), setting(w, "domain"))
     seen = witness(w)
+    before_status = settings_shown(w)
     first_resolved = w.resolved_pid()
     proc = start_stub(w, write_config(w))
     try:
@@ -210,6 +220,7 @@ def test_takeover_sends_every_name_to_the_stub_and_restore_is_exact(
     assert (setting(w, "dns"), setting(w, "domain")) == before_global
     assert not (w.tmp / "state" / "takeover.json").exists()
     witness(w)
+    assert settings_shown(w) == before_status
 
 
 def test_kill_9_fails_closed_and_restore_gives_everything_back(world: ResolvedSystem) -> None:
