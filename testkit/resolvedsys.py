@@ -195,22 +195,12 @@ class ResolvedSystem:
         assert self._isp_holder.stdout is not None
         if self._isp_holder.stdout.readline().strip() != b"ready":
             raise RuntimeError("the ISP namespace did not start")
-        isp = str(self._isp_holder.pid)
-        steps = [
-            self.sys.argv(["ip", "link", "add", LINK, "type", "veth", "peer", "name", PEER,
-                           "netns", isp]),
-            self.sys.argv(["ip", "addr", "add", f"{LINK_ADDRESS}/24", "dev", LINK]),
-            self.sys.argv(["ip", "link", "set", LINK, "up"]),
-            ["nsenter", "-t", isp, "-n", "ip", "addr", "add", f"{ISP}/24", "dev", PEER],
-            ["nsenter", "-t", isp, "-n", "ip", "link", "set", PEER, "up"],
-        ]  # fmt: skip
-        for argv in steps:
-            subprocess.run(argv, check=True, capture_output=True, timeout=30)
+        self.add_link(LINK, PEER, LINK_ADDRESS, ISP)
         empty = self.tmp / "dnsmasq.conf"
         empty.write_text("")
         dnsmasq = self._start(
             "isp",
-            ["nsenter", "-t", isp, "-n", "dnsmasq", f"--conf-file={empty}",
+            ["nsenter", "-t", str(self._isp_holder.pid), "-n", "dnsmasq", f"--conf-file={empty}",
              "--keep-in-foreground", "--log-queries", f"--log-facility={self.isp_log}",
              "--no-resolv", "--no-hosts", f"--address=/#/{ISP_ANSWER}",
              f"--listen-address={ISP}", "--bind-interfaces", "--port=53", "--user=root",
@@ -222,6 +212,22 @@ class ResolvedSystem:
             timeout=10,
             what="ISP dnsmasq",
         )
+
+    def add_link(self, link: str, peer: str, address: str, peer_address: str) -> None:
+        """A veth ``link`` in the world (``address``/24) whose ``peer`` is in the ISP's
+        namespace (``peer_address``/24)."""
+        assert self._isp_holder is not None
+        isp = str(self._isp_holder.pid)
+        steps = [
+            self.sys.argv(["ip", "link", "add", link, "type", "veth", "peer", "name", peer,
+                           "netns", isp]),
+            self.sys.argv(["ip", "addr", "add", f"{address}/24", "dev", link]),
+            self.sys.argv(["ip", "link", "set", link, "up"]),
+            ["nsenter", "-t", isp, "-n", "ip", "addr", "add", f"{peer_address}/24", "dev", peer],
+            ["nsenter", "-t", isp, "-n", "ip", "link", "set", peer, "up"],
+        ]  # fmt: skip
+        for argv in steps:
+            subprocess.run(argv, check=True, capture_output=True, timeout=30)
 
     def _start_bus(self) -> None:
         bus = self.sys.start(

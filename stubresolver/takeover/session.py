@@ -100,6 +100,12 @@ def take_over(config: Config) -> Plan:
         )
     else:
         log.info("takeover: found %s; backend %s", config.takeover.resolv_conf, chosen.manager)
+    _journal_and_apply(chosen, config)
+    log.info("took over the system's DNS (backend %s)", chosen.manager)
+    return chosen
+
+
+def _journal_and_apply(chosen: Plan, config: Config) -> None:
     steps = tuple(step.describe() for step in chosen.apply)
     record = Journal(chosen.manager, chosen.found, steps, chosen.restore)
     journal.write(config.state_dir, record)
@@ -107,15 +113,31 @@ def take_over(config: Config) -> Plan:
         runner.execute(step)
         record = record.completed(index + 1)
         journal.write(config.state_dir, record)
-    log.info("took over the system's DNS (backend %s)", chosen.manager)
-    return chosen
 
 
-def reassert(chosen: Plan) -> None:
+def reassert(chosen: Plan, config: Config) -> Plan:
     """Run the apply steps again (each is idempotent): the drift watchdog's answer when
-    someone took DNS back. The journal is unchanged: the originals stay the first ones."""
-    for step in chosen.apply:
-        runner.execute(step)
+    someone took DNS back. The originals stay the first ones. When the backend finds more to
+    cover (refresh: a link that appeared), what it found is journaled first and the plan
+    grows by it; the plan to use from now on is returned."""
+    found = chosen.backend.refresh(chosen.found, config)
+    if found == chosen.found:
+        for step in chosen.apply:
+            runner.execute(step)
+        return chosen
+    grown = Plan(
+        chosen.backend,
+        found,
+        chosen.backend.apply(found, config),
+        chosen.backend.restore(found),
+        chosen.resumed,
+    )
+    added = [
+        f"{key} = {value}" for key, value in found.facts if (key, value) not in chosen.found.facts
+    ]
+    log.warning("takeover: taking over what appeared since: %s", "; ".join(added))
+    _journal_and_apply(grown, config)
+    return grown
 
 
 def restore(state_dir: Path) -> list[str] | None:

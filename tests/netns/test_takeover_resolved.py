@@ -55,16 +55,16 @@ def world(tmp_path: Path, package: ResolvedPackage) -> Iterator[ResolvedSystem]:
         yield w
 
 
-def link_state(w: ResolvedSystem) -> tuple[str, str]:
+def link_state(w: ResolvedSystem, link: str = LINK) -> tuple[str, str]:
     """(servers, default route) of the link, as resolvectl reports them."""
-    return setting(w, "dns", LINK), setting(w, "default-route", LINK)
+    return setting(w, "dns", link), setting(w, "default-route", link)
 
 
-def retaken(w: ResolvedSystem) -> bool:
+def retaken(w: ResolvedSystem, link: str = LINK) -> bool:
     """The link has no servers and no default route again. The re-assert restarts resolved,
     so for a moment nobody answers on the bus: that is "not yet"."""
     try:
-        return link_state(w) == ("", "no")
+        return link_state(w, link) == ("", "no")
     except AssertionError:
         return False
 
@@ -271,4 +271,29 @@ def test_a_link_given_its_servers_back_is_taken_again(world: ResolvedSystem) -> 
     # Restore gives back what was there before the takeover, not what the renewal set.
     assert files(w) == before_files
     assert link_state(w) == before_link
+    witness(w)
+
+
+def test_a_link_that_appears_after_the_takeover_is_taken_too(world: ResolvedSystem) -> None:
+    w = world
+    before_files, before_link = files(w), link_state(w)
+    seen = witness(w)
+    proc = start_stub(w, write_config(w))
+    try:
+        # A new link (a dock, a USB modem) whose manager gives it a server. Left alone, it
+        # would get the reverse lookups of its subnet (measured: they reached the ISP).
+        w.add_link("rveth2", "rveth3", "10.110.1.1", "10.110.1.2")
+        done = w.resolvectl("dns", "rveth2", ISP)
+        assert done.returncode == 0, done.stderr
+        wait_until(lambda: retaken(w, "rveth2"), proc, timeout=30, what="new link", interval=0.2)
+        seen = w.isp_queries()  # the moments before it was taken go uncounted
+        query(w, "10.110.1.5")
+        assert_taken_over(w, seen)
+        assert "taking over what appeared since: default-route:rveth2 = yes" in proc.log_tail(200)
+    finally:
+        assert proc.stop(signal.SIGTERM, grace=20) == 0, proc.log_tail()
+    assert files(w) == before_files
+    assert link_state(w) == before_link
+    # The new link gets back what its manager had given it when it was taken.
+    assert link_state(w, "rveth2") == (ISP, "yes")
     witness(w)

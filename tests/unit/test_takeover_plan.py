@@ -12,10 +12,12 @@ from stubresolver.takeover.backends import Found, networkmanager, resolvconf, re
 from stubresolver.takeover.backends.file import FileBackend
 from stubresolver.takeover.detect import SystemFacts, choose, manager_of
 from stubresolver.takeover.journal import Journal, decode, encode
+from stubresolver.takeover.journal import read as read_journal
 from stubresolver.takeover.original import Original
 from stubresolver.takeover.resolv_conf import MARKER, is_ours, nameservers
 from stubresolver.takeover.resolv_conf import render as render_resolv_conf
 from stubresolver.takeover.runner import execute
+from stubresolver.takeover.session import Plan, reassert
 from stubresolver.takeover.steps import (
     MakeDir,
     MakeSymlink,
@@ -322,3 +324,54 @@ def test_resolvconf_plan_is_one_exclusive_record() -> None:
         stdin=b"nameserver 127.0.0.1\nnameserver ::1\noptions edns0 trust-ad\n",
     )
     assert backend.restore(Found(())) == (Run(("resolvconf", "-f", "-d", "lo.stubresolver")),)
+
+
+class _GrowingBackend:
+    """A backend whose refresh finds one more fact (as resolved's does for a new link); its
+    plans write that fact into a file, so what the runner did can be read back."""
+
+    name = "file"
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def paths(self, config: Config) -> tuple[Path, ...]:
+        return ()
+
+    def probe(self, config: Config) -> tuple[tuple[str, str], ...]:
+        return (("link:eth0", "yes"),)
+
+    def refresh(self, found: Found, config: Config) -> Found:
+        if ("link:eth1", "yes") in found.facts:
+            return found
+        return Found(found.originals, (*found.facts, ("link:eth1", "yes")))
+
+    def apply(self, found: Found, config: Config) -> tuple[WriteFile, ...]:
+        text = " ".join(k for k, _ in found.facts).encode()
+        return (WriteFile(self.target, text, 0o644),)
+
+    def restore(self, found: Found) -> tuple[Remove, ...]:
+        return (Remove(self.target),)
+
+    def watch(self, config: Config) -> tuple[Path, ...]:
+        return ()
+
+    def holds(self, found: Found, config: Config) -> bool:
+        return False
+
+
+def test_reassert_journals_what_refresh_found_before_applying_it(tmp_path: Path) -> None:
+    config = parse_config(
+        {"upstreams": ["udp://10.8.0.1"], "takeover": {"mode": "file"}, "state_dir": str(tmp_path)}
+    )
+    backend = _GrowingBackend(tmp_path / "applied")
+    found = Found((), backend.probe(config))
+    chosen = Plan(backend, found, backend.apply(found, config), backend.restore(found), False)
+    grown = reassert(chosen, config)
+    assert grown.found.facts == (("link:eth0", "yes"), ("link:eth1", "yes"))
+    assert (tmp_path / "applied").read_bytes() == b"link:eth0 link:eth1"
+    recorded = read_journal(tmp_path)
+    assert recorded is not None and recorded.found == grown.found and recorded.done == 1
+    # Nothing more to find: the same plan, run again, journal unchanged.
+    assert reassert(grown, config) is grown
+    assert read_journal(tmp_path) == recorded

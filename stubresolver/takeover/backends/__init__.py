@@ -9,6 +9,10 @@ A backend declares:
 - ``probe(config)``: read-only facts about the manager's state the plans depend on (for
   systemd-resolved, each link's DNS default route), recorded in the journal too, so a
   restore after a crash knows the state before us, not the state we made.
+- ``refresh(found, config)``: ``found`` plus the state of what the plans must now also
+  cover and the probe did not see (for systemd-resolved, a link that appeared after the
+  takeover), read before it is changed; the others return ``found`` as it is. The drift
+  watchdog journals what it adds before re-asserting, as the takeover journals first.
 - ``apply(found, config)`` and ``restore(found)``: pure.
 - ``watch(config)``: the files whose change may mean someone took DNS back (the drift
   watchdog watches their directories with inotify), and ``holds(found, config)``: a
@@ -51,6 +55,8 @@ class Backend(Protocol):
     def paths(self, config: Config) -> tuple[Path, ...]: ...
 
     def probe(self, config: Config) -> tuple[tuple[str, str], ...]: ...
+
+    def refresh(self, found: Found, config: Config) -> Found: ...
 
     def apply(self, found: Found, config: Config) -> tuple[Step, ...]: ...
 

@@ -24,6 +24,9 @@ class FileBackend:
     def probe(self, config: Config) -> tuple[tuple[str, str], ...]:
         return ()
 
+    def refresh(self, found: Found, config: Config) -> Found:
+        return found
+
     def apply(self, found: Found, config: Config) -> tuple[Step, ...]:
         path = config.takeover.resolv_conf
         return (WriteFile(path, resolv_conf.render(config.listen), resolv_conf.OUR_MODE),)

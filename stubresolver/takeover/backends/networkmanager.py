@@ -32,6 +32,9 @@ class NetworkManagerBackend:
     def probe(self, config: Config) -> tuple[tuple[str, str], ...]:
         return ()
 
+    def refresh(self, found: Found, config: Config) -> Found:
+        return found
+
     def apply(self, found: Found, config: Config) -> tuple[Step, ...]:
         ours = resolv_conf.render(config.listen)
         return (

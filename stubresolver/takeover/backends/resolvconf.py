@@ -32,6 +32,9 @@ class ResolvconfBackend:
     def probe(self, config: Config) -> tuple[tuple[str, str], ...]:
         return ()
 
+    def refresh(self, found: Found, config: Config) -> Found:
+        return found
+
     def apply(self, found: Found, config: Config) -> tuple[Step, ...]:
         return (Run(("resolvconf", "-x", "-a", RECORD), stdin=record_text(config)),)
 

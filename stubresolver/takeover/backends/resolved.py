@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 from stubresolver.config import Config
@@ -108,6 +109,15 @@ def dns_servers(link: str) -> str | None:
     return None if value is None else " ".join(value.split())
 
 
+def _probe_link(link: str) -> list[tuple[str, str]]:
+    route = default_route(link)
+    if route is None:
+        return []  # not a link resolved knows: nothing to take from it
+    servers = dns_servers(link)
+    facts = [(_ROUTE + link, route)]
+    return facts if servers is None else [*facts, (_DNS + link, servers)]
+
+
 class ResolvedBackend:
     name = "systemd-resolved"
 
@@ -117,14 +127,20 @@ class ResolvedBackend:
     def probe(self, config: Config) -> tuple[tuple[str, str], ...]:
         found: list[tuple[str, str]] = [(_DIR, "present" if DROP_IN.parent.is_dir() else "absent")]
         for link in links():
-            route = default_route(link)
-            if route is None:
-                continue  # not a link resolved knows: nothing to take from it
-            found.append((_ROUTE + link, route))
-            servers = dns_servers(link)
-            if servers is not None:
-                found.append((_DNS + link, servers))
+            found += _probe_link(link)
         return tuple(found)
+
+    def refresh(self, found: Found, config: Config) -> Found:
+        """Add the links that appeared since the takeover (a VPN, a dock, a USB modem) once
+        they have servers: such a link gets the reverse lookups of its subnet and the names
+        under its domains; one without servers gets nothing, and is left alone. What its
+        manager gave it is recorded, so restore gives that back."""
+        known = {link for link, _ in self._links(found)}
+        extra: list[tuple[str, str]] = []
+        for link in links():
+            if link not in known and dns_servers(link):
+                extra += _probe_link(link)
+        return replace(found, facts=found.facts + tuple(extra)) if extra else found
 
     @staticmethod
     def _links(found: Found) -> list[tuple[str, str]]:
@@ -166,8 +182,11 @@ class ResolvedBackend:
         if not holds_file(DROP_IN, drop_in_text(config)):
             return False
         # A manager (NetworkManager, networkd, a DHCP hook) may have given a link its
-        # servers or its default route back.
-        return all(
+        # servers or its default route back, or a link may have appeared (refresh adds it).
+        known = [link for link, _ in self._links(found)]
+        if not all(
             default_route(link) in ("no", None) and dns_servers(link) in ("", None)
-            for link, _ in self._links(found)
-        )
+            for link in known
+        ):
+            return False
+        return all(dns_servers(link) in ("", None) for link in links() if link not in known)
