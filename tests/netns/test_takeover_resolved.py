@@ -30,6 +30,7 @@ STUB = "127.0.110.1"
 BOOTSTRAP = ("vpn.example.net", "203.0.113.7")  # answered by the stub itself
 RESOLVED_STUB_FILE = "../run/systemd/resolve/stub-resolv.conf"
 DROP_IN_DIR = "systemd/resolved.conf.d"
+LINK_DOMAIN = "corp.example"  # the link's search domain: its names went to its server
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +50,10 @@ def package(tmp_path_factory: pytest.TempPathFactory, netns_ok: None) -> Resolve
 def world(tmp_path: Path, package: ResolvedPackage) -> Iterator[ResolvedSystem]:
     with ResolvedSystem(tmp_path, package) as w:
         # What a DHCP client (networkd, NetworkManager) would have told resolved: the link's
-        # own server, the ISP's.
-        done = w.resolvectl("dns", LINK, ISP)
-        assert done.returncode == 0, done.stderr
+        # own server, the ISP's, and its search domain.
+        for argv in (("dns", LINK, ISP), ("domain", LINK, LINK_DOMAIN)):
+            done = w.resolvectl(*argv)
+            assert done.returncode == 0, done.stderr
         yield w
 
 
@@ -180,6 +182,7 @@ def assert_taken_over(w: ResolvedSystem, isp_before: int) -> None:
     # A reverse lookup in the link's own subnet: resolved sends it to a link's servers even
     # without a default route (measured: it reached the ISP when only default-route was off).
     query(w, "10.110.0.5")
+    query(w, f"intranet.{LINK_DOMAIN}")  # the link keeps its domain, but not its server
     assert w.isp_queries() == isp_before
 
 
