@@ -16,6 +16,7 @@ from stubresolver.takeover.journal import read as read_journal
 from stubresolver.takeover.original import Original
 from stubresolver.takeover.resolv_conf import MARKER, is_ours, nameservers
 from stubresolver.takeover.resolv_conf import render as render_resolv_conf
+from stubresolver.takeover.resolvectl import link_value
 from stubresolver.takeover.runner import execute
 from stubresolver.takeover.session import Plan, reassert
 from stubresolver.takeover.steps import (
@@ -375,3 +376,20 @@ def test_reassert_journals_what_refresh_found_before_applying_it(tmp_path: Path)
     # Nothing more to find: the same plan, run again, journal unchanged.
     assert reassert(grown, config) is grown
     assert read_journal(tmp_path) == recorded
+
+
+@pytest.mark.parametrize(
+    ("output", "link", "value"),
+    [
+        ("Link 2 (eth0): 192.0.2.1\n", "eth0", "192.0.2.1"),
+        ("Link 2 (eth0): 192.0.2.1:5353 2001:db8::53#dns.example\n", "eth0",
+         "192.0.2.1:5353 2001:db8::53#dns.example"),
+        ("Link 3 (wlan0):\n", "wlan0", ""),  # no servers
+        ("Link 3 (wlan0): yes\n", "wlan0", "yes"),
+        ("Global: 127.0.0.1\nLink 2 (eth0): 10.0.0.1\n", "eth0", "10.0.0.1"),
+        ("Link 2 (eth0): 10.0.0.1\n", "eth1", None),  # another link's line
+        ("Failed to resolve interface\n", "eth0", None),
+    ],
+)  # fmt: skip
+def test_resolvectl_link_lines(output: str, link: str, value: str | None) -> None:
+    assert link_value(output, link) == value

@@ -22,9 +22,6 @@ at its stub, 127.0.0.53) but sends every name to us.
 
 from __future__ import annotations
 
-import re
-import socket
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,6 +29,7 @@ from stubresolver.config import Config
 from stubresolver.takeover import resolv_conf
 from stubresolver.takeover.backends import Found
 from stubresolver.takeover.backends.file import holds_file
+from stubresolver.takeover.resolvectl import default_route, dns_servers, links
 from stubresolver.takeover.steps import (
     MakeDir,
     RemoveDir,
@@ -51,8 +49,6 @@ RESOLVED_STATE = Path("/run/systemd/resolve/resolv.conf")
 _ROUTE = "default-route:"  # fact "default-route:IF" = "yes" | "no"
 _DNS = "dns:"  # fact "dns:IF" = the link's servers as resolvectl shows them, space-separated
 _DIR = "drop-in-dir"  # fact = "present" | "absent"
-#: "Link 2 (eth0): 192.0.2.1 2001:db8::1" (servers may carry :port, %ifindex, #name)
-_LINK_LINE = re.compile(r"^Link \d+ \((?P<link>[^)]*)\):(?P<value>.*)$")
 
 
 def drop_in_text(config: Config) -> bytes:
@@ -64,49 +60,6 @@ def drop_in_text(config: Config) -> bytes:
         + f"DNS={servers}\n".encode()
         + b"Domains=~.\nFallbackDNS=\nLLMNR=no\nMulticastDNS=no\n"
     )
-
-
-def links() -> list[str]:
-    """This network namespace's links (if_nameindex asks the kernel; /sys/class/net shows
-    the namespace sysfs was mounted in, which need not be ours)."""
-    try:
-        return sorted(name for _, name in socket.if_nameindex() if name != "lo")
-    except OSError:
-        return []
-
-
-def _link_setting(verb: str, link: str) -> str | None:
-    """What ``resolvectl VERB LINK`` reports for the link (stripped), None when it cannot
-    say (resolved not answering, the link unknown to it)."""
-    try:
-        done = subprocess.run(
-            ["resolvectl", verb, link],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if done.returncode != 0:
-        return None
-    for line in done.stdout.splitlines():
-        match = _LINK_LINE.match(line.strip())
-        if match is not None and match["link"] == link:
-            return match["value"].strip()
-    return None
-
-
-def default_route(link: str) -> str | None:
-    """``yes``/``no`` as resolvectl reports it for ``link``, None when it cannot say."""
-    value = _link_setting("default-route", link)
-    return value if value in ("yes", "no") else None
-
-
-def dns_servers(link: str) -> str | None:
-    """The link's own DNS servers, space-separated ("" for none), None when unknown."""
-    value = _link_setting("dns", link)
-    return None if value is None else " ".join(value.split())
 
 
 def _probe_link(link: str) -> list[tuple[str, str]]:
