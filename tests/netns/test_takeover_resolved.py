@@ -206,7 +206,24 @@ def test_takeover_sends_every_name_to_the_stub_and_restore_is_exact(
     seen = witness(w)
     before_status = settings_shown(w)
     first_resolved = w.resolved_pid()
-    proc = start_stub(w, write_config(w))
+    config = write_config(w)
+    # The dry run prints the plan auto chose, from what resolved reports, and changes nothing.
+    dry = w.sys.run(
+        [sys.executable, "-m", "stubresolver", "run", "--dry-run", "-c", str(config)], env=w.env
+    )
+    assert dry.returncode == 0, dry.stderr
+    for line in (
+        "takeover: backend systemd-resolved",
+        f"found: dns:{LINK} = {ISP}",
+        f"found: default-route:{LINK} = yes",
+        "apply: make directory /etc/systemd/resolved.conf.d (mode 0755)",
+        f"apply: run resolvectl dns {LINK} ",
+        f"restore: run resolvectl dns {LINK} {ISP}",
+    ):
+        assert line in dry.stdout, dry.stdout
+    assert settings_shown(w) == before_status and files(w) == before_files
+    assert w.resolved_pid() == first_resolved
+    proc = start_stub(w, config)
     try:
         taken = status(w)
         assert taken is not None
