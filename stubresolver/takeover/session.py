@@ -116,28 +116,27 @@ def _journal_and_apply(chosen: Plan, config: Config) -> None:
 
 
 def reassert(chosen: Plan, config: Config) -> Plan:
-    """Run the apply steps again (each is idempotent): the drift watchdog's answer when
-    someone took DNS back. The originals stay the first ones. When the backend finds more to
-    cover (refresh: a link that appeared), what it found is journaled first and the plan
-    grows by it; the plan to use from now on is returned."""
+    """Put back what no longer holds (the backend's repair steps, each idempotent): the
+    drift watchdog's answer when someone took DNS back. The originals stay the first ones.
+    When the backend finds more to cover (refresh: a link that appeared), what it found is
+    journaled first and the plan grows by it; the plan to use from now on is returned."""
     found = chosen.backend.refresh(chosen.found, config)
-    if found == chosen.found:
-        for step in chosen.apply:
-            runner.execute(step)
-        return chosen
-    grown = Plan(
-        chosen.backend,
-        found,
-        chosen.backend.apply(found, config),
-        chosen.backend.restore(found),
-        chosen.resumed,
-    )
-    added = [
-        f"{key} = {value}" for key, value in found.facts if (key, value) not in chosen.found.facts
-    ]
-    log.warning("takeover: taking over what appeared since: %s", "; ".join(added))
-    _journal_and_apply(grown, config)
-    return grown
+    record: Journal | None = None
+    if found != chosen.found:
+        added = [f"{k} = {v}" for k, v in found.facts if (k, v) not in chosen.found.facts]
+        log.warning("takeover: taking over what appeared since: %s", "; ".join(added))
+        backend = chosen.backend
+        chosen = Plan(
+            backend, found, backend.apply(found, config), backend.restore(found), chosen.resumed
+        )
+        steps = tuple(step.describe() for step in chosen.apply)
+        record = Journal(chosen.manager, found, steps, chosen.restore)
+        journal.write(config.state_dir, record)
+    for step in chosen.backend.repair(chosen.found, config):
+        runner.execute(step)
+    if record is not None:  # every apply step is in effect again
+        journal.write(config.state_dir, record.completed(len(chosen.apply)))
+    return chosen
 
 
 def restore(state_dir: Path) -> list[str] | None:

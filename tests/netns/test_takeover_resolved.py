@@ -186,12 +186,13 @@ def assert_taken_over(w: ResolvedSystem, isp_before: int) -> None:
     assert w.isp_queries() == isp_before
 
 
-def witness(w: ResolvedSystem) -> int:
-    """The world works as it should before (and after) us: a name goes to the link's own
+def witness(w: ResolvedSystem, links: tuple[str, ...] = (LINK,)) -> int:
+    """The world works as it should before (and after) us: a name goes to a link's own
     server, the ISP. Returns how many queries the ISP has seen."""
     seen = w.isp_queries()
     code, out = query(w, "before.example")
-    assert code == 0 and ISP_ANSWER in out and f"link: {LINK}" in out, out
+    assert code == 0 and ISP_ANSWER in out, out
+    assert any(f"link: {link}" in out for link in links), out
     assert w.isp_queries() > seen
     return w.isp_queries()
 
@@ -273,6 +274,7 @@ def test_a_link_given_its_servers_back_is_taken_again(world: ResolvedSystem) -> 
     seen = witness(w)
     proc = start_stub(w, write_config(w))
     try:
+        resolved_pid = w.resolved_pid()
         # A DHCP renewal (say) gives the link its server and default route back.
         for argv in (("dns", LINK, ISP), ("default-route", LINK, "yes")):
             done = w.resolvectl(*argv)
@@ -282,9 +284,22 @@ def test_a_link_given_its_servers_back_is_taken_again(world: ResolvedSystem) -> 
         assert now is not None
         assert now["takeover"]["drifts"] >= 1 and now["takeover"]["reasserts"] >= 1
         assert now["takeover"]["inotify"]  # resolved's rewrite of its resolv.conf wakes it
+        assert w.resolved_pid() == resolved_pid  # the drop-in held: no restart was needed
         # Names leaked in the window before the re-assert go uncounted here: from now on,
         # nothing reaches the ISP.
         seen = w.isp_queries()
+        assert_taken_over(w, seen)
+        # Someone removes the drop-in: it is written again and resolved restarted to read it.
+        drop_in = w.etc / DROP_IN_DIR / "90-stubresolver.conf"
+        ours = drop_in.read_bytes()
+        drop_in.unlink()
+        wait_until(
+            lambda: drop_in.exists() and w.resolved_pid() != resolved_pid and retaken(w),
+            proc,
+            timeout=30,
+            what="drop-in re-asserted",
+        )
+        assert drop_in.read_bytes() == ours
         assert_taken_over(w, seen)
     finally:
         assert proc.stop(signal.SIGTERM, grace=20) == 0, proc.log_tail()
@@ -302,6 +317,7 @@ def test_a_link_that_appears_after_the_takeover_is_taken_too(world: ResolvedSyst
     try:
         # A new link (a dock, a USB modem) whose manager gives it a server. Left alone, it
         # would get the reverse lookups of its subnet (measured: they reached the ISP).
+        resolved_pid = w.resolved_pid()
         w.add_link("rveth2", "rveth3", "10.110.1.1", "10.110.1.2")
         done = w.resolvectl("dns", "rveth2", ISP)
         assert done.returncode == 0, done.stderr
@@ -310,10 +326,11 @@ def test_a_link_that_appears_after_the_takeover_is_taken_too(world: ResolvedSyst
         query(w, "10.110.1.5")
         assert_taken_over(w, seen)
         assert "taking over what appeared since: default-route:rveth2 = yes" in proc.log_tail(200)
+        assert w.resolved_pid() == resolved_pid
     finally:
         assert proc.stop(signal.SIGTERM, grace=20) == 0, proc.log_tail()
     assert files(w) == before_files
     assert link_state(w) == before_link
     # The new link gets back what its manager had given it when it was taken.
     assert link_state(w, "rveth2") == (ISP, "yes")
-    witness(w)
+    witness(w, (LINK, "rveth2"))  # both links have the ISP's server now: either answers

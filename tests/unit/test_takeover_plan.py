@@ -354,6 +354,9 @@ class _GrowingBackend:
     def restore(self, found: Found) -> tuple[Remove, ...]:
         return (Remove(self.target),)
 
+    def repair(self, found: Found, config: Config) -> tuple[WriteFile, ...]:
+        return self.apply(found, config)
+
     def watch(self, config: Config) -> tuple[Path, ...]:
         return ()
 

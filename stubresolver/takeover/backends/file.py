@@ -34,6 +34,9 @@ class FileBackend:
     def restore(self, found: Found) -> tuple[Step, ...]:
         return tuple(restore_original(o) for o in found.originals)
 
+    def repair(self, found: Found, config: Config) -> tuple[Step, ...]:
+        return self.apply(found, config)
+
     def watch(self, config: Config) -> tuple[Path, ...]:
         return (config.takeover.resolv_conf,)
 

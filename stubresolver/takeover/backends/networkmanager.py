@@ -49,6 +49,9 @@ class NetworkManagerBackend:
         files = tuple(restore_original(o) for o in found.originals)
         return (*files, Run(RELOAD.argv, may_fail=True))
 
+    def repair(self, found: Found, config: Config) -> tuple[Step, ...]:
+        return self.apply(found, config)
+
     def watch(self, config: Config) -> tuple[Path, ...]:
         return (config.takeover.resolv_conf, DROP_IN)
 

@@ -41,6 +41,9 @@ class ResolvconfBackend:
     def restore(self, found: Found) -> tuple[Step, ...]:
         return (Run(("resolvconf", "-f", "-d", RECORD)),)  # -f: no error if already gone
 
+    def repair(self, found: Found, config: Config) -> tuple[Step, ...]:
+        return self.apply(found, config)
+
     def watch(self, config: Config) -> tuple[Path, ...]:
         return (config.takeover.resolv_conf,)
 

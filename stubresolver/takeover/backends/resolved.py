@@ -126,6 +126,18 @@ class ResolvedBackend:
         made = (RemoveDir(DROP_IN.parent),) if self._made_dir(found) else ()
         return (*files, *made, Run(RESTART.argv, may_fail=True), *back)
 
+    def repair(self, found: Found, config: Config) -> tuple[Step, ...]:
+        if not holds_file(DROP_IN, drop_in_text(config)):
+            return self.apply(found, config)
+        # The drop-in holds, so resolved needs no restart: only what a link got back.
+        steps: list[Step] = []
+        for link, _ in self._links(found):
+            if dns_servers(link) not in ("", None):
+                steps.append(Run(("resolvectl", "dns", link, "")))
+            if default_route(link) not in ("no", None):
+                steps.append(Run(("resolvectl", "default-route", link, "no")))
+        return tuple(steps)
+
     def watch(self, config: Config) -> tuple[Path, ...]:
         # Without resolved's directory (resolved not running yet) the poll alone must do: a
         # directory that is not there cannot be watched.
