@@ -10,9 +10,9 @@ at its stub, 127.0.0.53) but sends every name to us.
   servers every name under that link's routing domains (systemd-resolved.service(8),
   "Protocols and Routing") and the reverse lookups of its own subnet (measured with
   resolved 252: 5.0.110.10.in-addr.arpa went to a link on 10.110.0.0/24 whose default
-  route was off); a link with no servers gets nothing at all. What each
-  link had (servers, default route) is probed first and recorded in the journal; restore
-  sets each back exactly, link by link.
+  route was off); a link with no servers gets nothing at all. What each link had (servers,
+  default route) is probed first and recorded in the journal; restore sets each back
+  exactly, link by link. A link that appears later is taken once it has servers (refresh).
 - /etc/systemd/resolved.conf.d need not exist (a fresh install has none): the plan makes it,
   and restore removes it only when it was absent before us.
 - resolved reads its configuration only when it starts, hence the ``systemctl
