@@ -29,7 +29,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 from testkit.privatesys import PrivateSystem
@@ -281,14 +280,3 @@ class ResolvedSystem:
         except FileNotFoundError:
             return 0
         return sum(1 for line in text.splitlines() if " query[" in line)
-
-    def wait_for(self, what: str, ready: object, timeout: float = 20.0) -> None:
-        """Poll ``ready()`` (a callable) until true; resolved's log tail on a timeout."""
-        assert callable(ready)
-        assert self._supervisor is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if ready():
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"{what} not within {timeout:g} s:\n{self._supervisor.log_tail()}")

@@ -47,7 +47,7 @@ def package(tmp_path_factory: pytest.TempPathFactory, netns_ok: None) -> Resolve
 
 
 @pytest.fixture
-def world(tmp_path: Path, package: ResolvedPackage) -> Iterator[ResolvedSystem]:
+def rsys(tmp_path: Path, package: ResolvedPackage) -> Iterator[ResolvedSystem]:
     with ResolvedSystem(tmp_path, package) as w:
         # What a DHCP client (networkd, NetworkManager) would have told resolved: the link's
         # own server, the ISP's, and its search domain.
@@ -198,9 +198,9 @@ def witness(w: ResolvedSystem, links: tuple[str, ...] = (LINK,)) -> int:
 
 
 def test_takeover_sends_every_name_to_the_stub_and_restore_is_exact(
-    world: ResolvedSystem,
+    rsys: ResolvedSystem,
 ) -> None:
-    w = world
+    w = rsys
     before_files, before_link = files(w), link_state(w)
     assert before_files["drop-in dir"] is None and before_link == (ISP, "yes")
     before_global = (setting(w, "dns"), setting(w, "domain"))
@@ -244,8 +244,8 @@ def test_takeover_sends_every_name_to_the_stub_and_restore_is_exact(
     assert settings_shown(w) == before_status
 
 
-def test_kill_9_fails_closed_and_restore_gives_everything_back(world: ResolvedSystem) -> None:
-    w = world
+def test_kill_9_fails_closed_and_restore_gives_everything_back(rsys: ResolvedSystem) -> None:
+    w = rsys
     before_files, before_link = files(w), link_state(w)
     seen = witness(w)
     config = write_config(w)
@@ -268,8 +268,8 @@ def test_kill_9_fails_closed_and_restore_gives_everything_back(world: ResolvedSy
     witness(w)
 
 
-def test_a_link_given_its_servers_back_is_taken_again(world: ResolvedSystem) -> None:
-    w = world
+def test_a_link_given_its_servers_back_is_taken_again(rsys: ResolvedSystem) -> None:
+    w = rsys
     before_files, before_link = files(w), link_state(w)
     seen = witness(w)
     proc = start_stub(w, write_config(w))
@@ -309,8 +309,8 @@ def test_a_link_given_its_servers_back_is_taken_again(world: ResolvedSystem) -> 
     witness(w)
 
 
-def test_a_link_that_appears_after_the_takeover_is_taken_too(world: ResolvedSystem) -> None:
-    w = world
+def test_a_link_that_appears_after_the_takeover_is_taken_too(rsys: ResolvedSystem) -> None:
+    w = rsys
     before_files, before_link = files(w), link_state(w)
     seen = witness(w)
     proc = start_stub(w, write_config(w))
