@@ -334,3 +334,20 @@ def test_a_link_that_appears_after_the_takeover_is_taken_too(rsys: ResolvedSyste
     # The new link gets back what its manager had given it when it was taken.
     assert link_state(w, "rveth2") == (ISP, "yes")
     witness(w, (LINK, "rveth2"))  # both links have the ISP's server now: either answers
+
+
+def test_a_restart_after_a_crash_keeps_each_links_original_servers(rsys: ResolvedSystem) -> None:
+    w = rsys
+    before_files, before_link = files(w), link_state(w)
+    config = write_config(w)
+    start_stub(w, config).stop(signal.SIGKILL)
+    assert link_state(w) == ("", "no")  # what a new probe would see now: ours, not theirs
+    proc = start_stub(w, config)
+    try:
+        now = status(w)
+        assert now is not None and now["takeover"]["resumed"] is True
+        assert_taken_over(w, w.isp_queries())
+    finally:
+        assert proc.stop(signal.SIGTERM, grace=20) == 0, proc.log_tail()
+    assert files(w) == before_files
+    assert link_state(w) == before_link
