@@ -6,7 +6,15 @@ import subprocess
 
 from stubresolver.errors import TakeoverError
 from stubresolver.takeover import fsutil
-from stubresolver.takeover.steps import MakeSymlink, Remove, Run, Step, WriteFile
+from stubresolver.takeover.steps import (
+    MakeDir,
+    MakeSymlink,
+    Remove,
+    RemoveDir,
+    Run,
+    Step,
+    WriteFile,
+)
 
 #: A manager's tool that does not answer in this time is treated as failed; the plan stops
 #: there and the journal says how far it got.
@@ -28,6 +36,10 @@ def execute(step: Step) -> None:
             fsutil.replace_with_symlink(step.path, step.target, (step.uid, step.gid))
         elif isinstance(step, Remove):
             fsutil.remove(step.path)
+        elif isinstance(step, MakeDir):
+            fsutil.make_dir(step.path, step.mode)
+        elif isinstance(step, RemoveDir):
+            fsutil.remove_empty_dir(step.path)
         else:
             _run(step)
     except OSError as exc:

@@ -52,6 +52,30 @@ class Remove:
 
 
 @dataclass(frozen=True, slots=True)
+class MakeDir:
+    """Make the directory ``path`` (a drop-in directory the system does not have yet); one
+    that exists already is left as it is, so a re-assert can run this again."""
+
+    path: Path
+    mode: int = 0o755
+
+    def describe(self) -> str:
+        return f"make directory {self.path} (mode {self.mode:04o})"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveDir:
+    """Remove the directory ``path`` that a MakeDir made. Restore plans use it only for a
+    directory that was absent before us; if someone else has put a file in it since, it is
+    left, with their file (rmdir never removes contents)."""
+
+    path: Path
+
+    def describe(self) -> str:
+        return f"remove directory {self.path} (if empty)"
+
+
+@dataclass(frozen=True, slots=True)
 class Run:
     """Run a DNS manager's own tool (resolvectl, nmcli, resolvconf, busctl): how a plan
     speaks to a daemon. A non-zero exit fails the step, unless ``may_fail`` (an undo that
@@ -66,7 +90,7 @@ class Run:
         return "run " + " ".join(self.argv) + tail
 
 
-Step = WriteFile | MakeSymlink | Remove | Run
+Step = WriteFile | MakeSymlink | Remove | MakeDir | RemoveDir | Run
 
 
 def restore_original(original: Original) -> Step:
@@ -96,6 +120,10 @@ def encode_step(step: Step) -> dict[str, Any]:
         return {"link": str(step.path), "target": step.target, "uid": step.uid, "gid": step.gid}
     if isinstance(step, Remove):
         return {"remove": str(step.path)}
+    if isinstance(step, MakeDir):
+        return {"mkdir": str(step.path), "mode": step.mode}
+    if isinstance(step, RemoveDir):
+        return {"rmdir": str(step.path)}
     return {
         "run": list(step.argv),
         "may_fail": step.may_fail,
@@ -122,6 +150,10 @@ def decode_step(raw: dict[str, Any]) -> Step:
         )
     if "remove" in raw:
         return Remove(Path(str(raw["remove"])))
+    if "mkdir" in raw:
+        return MakeDir(Path(str(raw["mkdir"])), int(raw["mode"]))
+    if "rmdir" in raw:
+        return RemoveDir(Path(str(raw["rmdir"])))
     argv = raw["run"]
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise ValueError(f"run step {argv!r}")
