@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         "--config", "-c", default=DEFAULT_CONFIG, help=f"read state_dir from it ({DEFAULT_CONFIG})"
     )
     where.add_argument("--state-dir", help="the state_dir holding the journal")
+    _add_install_commands(sub)
     for name, text in CONTROL_COMMANDS.items():
         cmd = sub.add_parser(name, help=text, description=text)
         where = cmd.add_mutually_exclusive_group()
@@ -92,6 +93,70 @@ def _parser() -> argparse.ArgumentParser:
                 help="a domain the VPN announced: names below it go to its servers",
             )
     return parser
+
+
+def _add_install_commands(sub: Any) -> None:
+    text = (
+        "install the service: a venv under --prefix with this stubresolver, the stubresolver "
+        "user and group, /etc/stubresolver/config.yaml (never overwritten), the unit and the "
+        "VPN hooks; then enable and start it and print its status. Idempotent."
+    )
+    cmd = sub.add_parser("install", help="install and start the systemd service", description=text)
+    cmd.add_argument("--prefix", default="/opt/stubresolver", help="the venv (/opt/stubresolver)")
+    cmd.add_argument(
+        "--source",
+        help="what pip installs into it: a wheel, an sdist, a source tree or a requirement "
+        "(default: where this stubresolver was installed from)",
+    )
+    cmd.add_argument(
+        "--pip-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="pass an option to pip install, e.g. --pip-option=--no-index (repeat for more)",
+    )
+    cmd.add_argument(
+        "--system-site-packages",
+        action="store_true",
+        help="let the venv see the system's Python packages (e.g. Debian's python3-yaml)",
+    )
+    cmd.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    text = (
+        "stop the service, restore the system's DNS from the takeover journal, then remove "
+        "what `install` created (its manifest says what); an edited or pre-existing file stays"
+    )
+    cmd = sub.add_parser("uninstall", help="restore DNS and remove the service", description=text)
+    cmd.add_argument(
+        "--purge", action="store_true", help="also remove the config and files edited since"
+    )
+    cmd.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+
+
+def _install(args: argparse.Namespace) -> int:
+    from stubresolver.errors import InstallError  # noqa: PLC0415 - keep run light
+    from stubresolver.install import session  # noqa: PLC0415
+    from stubresolver.install.layout import Layout  # noqa: PLC0415
+    from stubresolver.install.plan import Source  # noqa: PLC0415
+    from stubresolver.install.source import default_spec  # noqa: PLC0415
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        if args.command == "uninstall":
+            return session.uninstall(Layout(), purge=args.purge, dry_run=args.dry_run, say=say)
+        source = Source(
+            spec=args.source or default_spec(),
+            version=__version__,
+            python=sys.executable,
+            pip_options=tuple(args.pip_option),
+            system_site_packages=args.system_site_packages,
+        )
+        layout = Layout(prefix=Path(args.prefix).absolute())
+        return session.install(layout, source, dry_run=args.dry_run, say=say)
+    except InstallError as exc:
+        print(f"stubresolver {args.command}: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
 
 
 def _socket_path(args: argparse.Namespace) -> Path:
@@ -292,6 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _control(args)
     if args.command == "restore":
         return _restore(args)
+    if args.command in ("install", "uninstall"):
+        return _install(args)
     path = Path(args.config)
     try:
         config = load_config(path)

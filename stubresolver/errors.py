@@ -69,3 +69,8 @@ class ControlError(StubError):
 class TakeoverError(StubError):
     """Taking over or restoring the system's DNS failed (a file could not be read or
     written, a journal is unreadable); nothing is guessed."""
+
+
+class InstallError(StubError):
+    """`stubresolver install` or `uninstall` cannot go on (not root, no systemctl, a step
+    failed); the message names the step and the manifest says what is done."""

@@ -1,0 +1,198 @@
+"""The install and uninstall plans, rendered from the probed facts as data (STYLE.md 7):
+pure, so each is unit-tested without a system. A step is planned only where the system
+differs from the installed state: a second install plans nothing and says so.
+
+Each planned step may carry a manifest claim (recorded once the step is done) or release
+(dropped once it is done): uninstall removes only what a claim names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from stubresolver.errors import InstallError
+from stubresolver.install.layout import HOOKS, UNIT_NAME
+from stubresolver.install.manifest import Claim, Manifest, digest
+from stubresolver.install.probe import Facts, wanted_dirs
+from stubresolver.install.shipped import Shipped, for_prefix, render_config
+from stubresolver.install.steps import (
+    DeleteAccount,
+    InstallStep,
+    MakeDir,
+    RemoveDir,
+    RemoveTree,
+    RestoreDns,
+)
+from stubresolver.takeover.steps import MakeSymlink, Remove, Run, WriteFile
+
+#: pip may download the dependencies: much longer than a manager's tool gets.
+PIP_TIMEOUT = 900.0
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    step: InstallStep
+    claim: Claim | None = None  # recorded in the manifest once the step is done
+    release: Claim | None = None  # dropped from it once the step is done
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """What pip installs into the venv, and how."""
+
+    spec: str  # a wheel, an sdist, a source directory or a requirement
+    version: str  # the version that spec installs (this running stubresolver's)
+    python: str  # the interpreter that makes the venv
+    pip_options: tuple[str, ...] = ()
+    system_site_packages: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class InstallPlan:
+    steps: tuple[Planned, ...]
+    notes: tuple[str, ...]  # what is left alone, and why
+
+
+def _file_step(facts: Facts, path: Path, data: bytes, mode: int) -> Planned | None:
+    now = facts.files[path]
+    if now.kind == "file" and (now.data, now.mode, now.uid, now.gid) == (data, mode, 0, 0):
+        return None
+    return Planned(WriteFile(path, data, mode), claim=Claim("file", str(path), digest(data)))
+
+
+def install_plan(facts: Facts, source: Source, shipped: Shipped) -> InstallPlan:
+    """Raises InstallError when the prefix holds something that is not a virtualenv."""
+    layout = facts.layout
+    steps: list[Planned] = []
+    notes: list[str] = []
+    for directory in wanted_dirs(layout, facts.network_manager):
+        if directory not in facts.existing:
+            mode = 0o700 if directory == layout.manifest.parent else 0o755
+            steps.append(Planned(MakeDir(directory, mode), claim=Claim("dir", str(directory))))
+
+    if facts.prefix == "other":
+        raise InstallError(
+            f"{layout.prefix} exists and is not a virtualenv: remove it or pass another --prefix"
+        )
+    new_venv = facts.prefix == "absent"
+    if new_venv:
+        argv = [source.python, "-m", "venv"]
+        argv += ["--system-site-packages"] if source.system_site_packages else []
+        steps.append(
+            Planned(Run((*argv, str(layout.prefix))), claim=Claim("venv", str(layout.prefix)))
+        )
+    reinstalled = new_venv or facts.installed_version != source.version
+    if reinstalled:
+        pip = (str(layout.python), "-m", "pip", "install", "--disable-pip-version-check")
+        steps.append(Planned(Run((*pip, *source.pip_options, source.spec), timeout=PIP_TIMEOUT)))
+
+    account = layout.account
+    if not facts.group:
+        steps.append(Planned(Run(("groupadd", "--system", account)), claim=Claim("group", account)))
+    if not facts.user:
+        useradd = ("useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+                   "--shell", "/usr/sbin/nologin", "--gid", account,
+                   "--comment", "stubresolver DNS stub", account)  # fmt: skip
+        steps.append(Planned(Run(useradd), claim=Claim("user", account)))
+
+    config = facts.files[layout.config]
+    if config.kind == "absent":
+        data = render_config(shipped.config_example, account)
+        steps.append(
+            Planned(
+                WriteFile(layout.config, data, 0o644),
+                Claim("file", str(layout.config), digest(data)),
+            )
+        )
+    elif facts.manifest is None or facts.manifest.find("file", str(layout.config)) is None:
+        notes.append(f"kept the existing {layout.config} (never overwritten)")
+
+    unit = _file_step(facts, layout.unit, for_prefix(shipped.unit, layout.prefix), 0o644)
+    files = [unit]
+    files += [
+        _file_step(
+            facts, layout.hooks_dir / name, for_prefix(shipped.hook(name), layout.prefix), 0o755
+        )
+        for name in HOOKS
+    ]
+    if facts.network_manager:
+        hook = for_prefix(shipped.hook("90-stubresolver"), layout.prefix)
+        # NetworkManager runs only dispatcher scripts owned by root and not writable by others.
+        files.append(_file_step(facts, layout.dispatcher, hook, 0o755))
+    steps += [planned for planned in files if planned is not None]
+
+    link = facts.files[layout.command_link]
+    if link.kind == "absent":
+        steps.append(
+            Planned(
+                MakeSymlink(layout.command_link, str(layout.command)),
+                claim=Claim("link", str(layout.command_link)),
+            )
+        )
+    elif link.link_target != str(layout.command):
+        notes.append(f"left {layout.command_link} alone: it is not install's link")
+
+    if unit is not None:
+        steps.append(Planned(Run(("systemctl", "daemon-reload"))))
+    if not (facts.enabled and facts.active):
+        steps.append(Planned(Run(("systemctl", "enable", "--now", UNIT_NAME))))
+    elif reinstalled or unit is not None:
+        steps.append(Planned(Run(("systemctl", "restart", UNIT_NAME))))
+    return InstallPlan(tuple(steps), tuple(notes))
+
+
+def uninstall_plan(facts: Facts, purge: bool = False) -> InstallPlan:
+    """Stop the service, restore DNS, then undo every claim, newest first. A file that no
+    longer holds what install wrote (an edited config) stays unless ``purge``."""
+    layout = facts.layout
+    recorded = facts.manifest or Manifest()
+    steps: list[Planned] = []
+    notes: list[str] = []
+    if facts.enabled or facts.active:
+        # Stopped first: a running daemon's watchdog would take back a restored resolv.conf,
+        # and with restore_on_exit its clean stop restores it already.
+        steps.append(Planned(Run(("systemctl", "disable", "--now", UNIT_NAME))))
+    steps.append(Planned(RestoreDns(facts.state_dir)))
+
+    unit_removed = False
+    claims = list(reversed(recorded.claims))
+    for claim in (c for c in claims if c.kind in ("file", "link")):
+        path = Path(claim.target)
+        now = facts.files[path]
+        if now.kind == "absent":
+            continue
+        ours = (
+            claim.kind == "file" and now.kind == "file" and digest(now.data) == claim.sha256
+        ) or (
+            claim.kind == "link"
+            and now.kind == "symlink"
+            and now.link_target == str(layout.command)
+        )
+        if ours or purge:
+            steps.append(Planned(Remove(path), release=claim))
+            unit_removed = unit_removed or path == layout.unit
+        else:
+            notes.append(f"kept {path}: changed since install (--purge removes it)")
+    config_claimed = recorded.find("file", str(layout.config)) is not None
+    if purge and not config_claimed and facts.files[layout.config].kind != "absent":
+        steps.append(Planned(Remove(layout.config)))
+    elif not config_claimed and facts.files[layout.config].kind != "absent":
+        notes.append(f"kept {layout.config}: it was there before install (--purge removes it)")
+    if unit_removed:
+        steps.append(Planned(Run(("systemctl", "daemon-reload"))))
+
+    for claim in claims:
+        if claim.kind == "venv":
+            steps.append(Planned(RemoveTree(Path(claim.target)), release=claim))
+    for kind in ("user", "group"):  # the user first: groupdel refuses a user's primary group
+        for claim in (c for c in claims if c.kind == kind):
+            steps.append(Planned(DeleteAccount(kind, claim.target), release=claim))
+    if facts.manifest is None:
+        notes.append(f"no install manifest at {layout.manifest}: nothing else to remove")
+    else:
+        steps.append(Planned(Remove(layout.manifest)))
+    # Last, deepest first, each only if empty: what install made for its files.
+    dirs = [Path(c.target) for c in claims if c.kind == "dir"]
+    for directory in sorted(dirs, key=lambda d: len(d.parts), reverse=True):
+        steps.append(Planned(RemoveDir(directory)))
+    return InstallPlan(tuple(steps), tuple(notes))

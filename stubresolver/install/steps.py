@@ -1,0 +1,123 @@
+"""The steps install and uninstall need beyond the takeover's (WriteFile, MakeSymlink,
+Remove, Run from stubresolver.takeover.steps, run by its runner), and the one ``execute``
+for both. Every step here is idempotent: it checks the system when it runs, so a second
+run, or one after an interrupted run, does no harm."""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import os
+import pwd
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from stubresolver.errors import InstallError, TakeoverError
+from stubresolver.takeover import runner, session
+from stubresolver.takeover.steps import MakeSymlink, Remove, Run, Step, WriteFile
+
+
+@dataclass(frozen=True, slots=True)
+class MakeDir:
+    path: Path
+    mode: int = 0o755
+
+    def describe(self) -> str:
+        return f"make directory {self.path} (mode {self.mode:04o})"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveDir:
+    """rmdir: a directory install made goes only once nothing else is left in it."""
+
+    path: Path
+
+    def describe(self) -> str:
+        return f"remove directory {self.path} if empty"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveTree:
+    """The virtualenv install made, with everything in it."""
+
+    path: Path
+
+    def describe(self) -> str:
+        return f"remove {self.path} and everything in it"
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteAccount:
+    """userdel / groupdel, when the account still exists (Debian's userdel also removes
+    the user's own group, so the groupdel after it often finds nothing left to do)."""
+
+    kind: str  # "user" | "group"
+    name: str
+
+    def describe(self) -> str:
+        return f"run {'userdel' if self.kind == 'user' else 'groupdel'} {self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreDns:
+    """`stubresolver restore`: give back what a takeover replaced, from its journal."""
+
+    state_dir: Path
+
+    def describe(self) -> str:
+        return f"restore the system's DNS from the takeover journal in {self.state_dir}, if any"
+
+
+InstallStep = Step | MakeDir | RemoveDir | RemoveTree | DeleteAccount | RestoreDns
+
+
+def describe(step: InstallStep) -> str:
+    return step.describe()
+
+
+def execute(step: InstallStep) -> list[str]:
+    """Run one step; returns what it has to report (restore's lines). Raises InstallError
+    naming the step."""
+    if isinstance(step, WriteFile | MakeSymlink | Remove | Run):
+        try:
+            runner.execute(step)
+        except TakeoverError as exc:  # it names the step already
+            raise InstallError(str(exc)) from None
+        return []
+    try:
+        if isinstance(step, MakeDir):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(step.path, step.mode)
+            os.chmod(step.path, step.mode)  # mkdir's mode is cut by the umask
+        elif isinstance(step, RemoveDir):
+            with contextlib.suppress(FileNotFoundError):
+                if not any(step.path.iterdir()):
+                    step.path.rmdir()
+        elif isinstance(step, RemoveTree):
+            with contextlib.suppress(FileNotFoundError):
+                shutil.rmtree(step.path)
+        elif isinstance(step, DeleteAccount):
+            _delete_account(step)
+        else:
+            return [f"restored: {line}" for line in session.restore(step.state_dir) or ()]
+    except (TakeoverError, OSError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InstallError(f"{step.describe()}: {reason}") from None
+    return []
+
+
+def _delete_account(step: DeleteAccount) -> None:
+    try:
+        if step.kind == "user":
+            pwd.getpwnam(step.name)
+        else:
+            grp.getgrnam(step.name)
+    except KeyError:
+        return
+    tool = "userdel" if step.kind == "user" else "groupdel"
+    done = subprocess.run([tool, step.name], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        said = done.stderr.strip().splitlines()
+        raise InstallError(f"{step.describe()}: {said[-1] if said else done.returncode}")
