@@ -19,19 +19,41 @@ from testkit.processes import Process, start, stop_popen
 
 
 class PrivateSystem:
-    def __init__(self, tmp: Path) -> None:
+    """``private``: more directories (say /opt, /var/lib, /run) that the namespace sees as
+    empty ones of its own, each a directory under ``tmp`` (``root(path)`` names it), so a
+    test may write there as the installed service would, and the host's stay as they are."""
+
+    def __init__(self, tmp: Path, private: Sequence[str] = ()) -> None:
         self.tmp = tmp
         self.etc = tmp / "etc"  # what the namespace sees as /etc
+        self.private = tuple(private)
         self._holder: subprocess.Popen[bytes] | None = None
+
+    def root(self, path: str) -> Path:
+        """The test's view of ``path`` in the namespace: /etc or one of ``private``."""
+        for top in ("/etc", *self.private):
+            if path == top or path.startswith(top + "/"):
+                base = self.etc if top == "/etc" else self.tmp / "root" / top.lstrip("/")
+                return base / path[len(top) :].lstrip("/")
+        raise ValueError(f"{path} is the host's own in this private system")
 
     def __enter__(self) -> PrivateSystem:
         subprocess.run(["cp", "-a", "/etc/.", str(self.etc) + "/"], check=True, timeout=60)
         # The host's resolv.conf may be a link into /run: the copy starts as a plain file.
         (self.etc / "resolv.conf").unlink(missing_ok=True)
-        script = 'ip link set lo up && mount --bind "$0" /etc && echo ready && exec sleep 1800'
+        binds: list[str] = []
+        for top in self.private:
+            mine = self.root(top)
+            mine.mkdir(parents=True)
+            binds += [str(mine), top]
+        script = (
+            'ip link set lo up && mount --bind "$0" /etc && '
+            'while [ "$#" -gt 0 ]; do mount --bind "$1" "$2" || exit 1; shift 2; done && '
+            "echo ready && exec sleep 1800"
+        )
         self._holder = subprocess.Popen(
             ["unshare", "--mount", "--net", "--propagation", "private", "--",
-             "sh", "-c", script, str(self.etc)],
+             "sh", "-c", script, str(self.etc), *binds],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )  # fmt: skip

@@ -92,7 +92,7 @@ def install_plan(facts: Facts, source: Source, shipped: Shipped) -> InstallPlan:
     if not facts.user:
         useradd = ("useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
                    "--shell", "/usr/sbin/nologin", "--gid", account,
-                   "--comment", "stubresolver DNS stub", account)  # fmt: skip
+                   "--comment", "stubresolver", account)  # fmt: skip
         steps.append(Planned(Run(useradd), claim=Claim("user", account)))
 
     config = facts.files[layout.config]

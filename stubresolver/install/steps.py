@@ -101,7 +101,10 @@ def execute(step: InstallStep) -> list[str]:
         elif isinstance(step, DeleteAccount):
             _delete_account(step)
         else:
-            return [f"restored: {line}" for line in session.restore(step.state_dir) or ()]
+            done = session.restore(step.state_dir)
+            if done is None:  # a clean stop with restore_on_exit put it back already
+                return ["nothing left to restore: no takeover journal"]
+            return [f"restored: {line}" for line in done]
     except (TakeoverError, OSError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise InstallError(f"{step.describe()}: {reason}") from None
