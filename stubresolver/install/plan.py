@@ -184,9 +184,16 @@ def uninstall_plan(facts: Facts, purge: bool = False) -> InstallPlan:
     for claim in claims:
         if claim.kind == "venv":
             steps.append(Planned(RemoveTree(Path(claim.target)), release=claim))
-    for kind in ("user", "group"):  # the user first: groupdel refuses a user's primary group
-        for claim in (c for c in claims if c.kind == kind):
-            steps.append(Planned(DeleteAccount(kind, claim.target), release=claim))
+    # The user first: groupdel refuses to remove a user's primary group.
+    group_ours = recorded.find("group", layout.account) is not None
+    steps += [
+        Planned(DeleteAccount("user", c.target, keep_group=not group_ours), release=c)
+        for c in claims
+        if c.kind == "user"
+    ]
+    steps += [
+        Planned(DeleteAccount("group", c.target), release=c) for c in claims if c.kind == "group"
+    ]
     if facts.manifest is None:
         notes.append(f"no install manifest at {layout.manifest}: nothing else to remove")
     else:

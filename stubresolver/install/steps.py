@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from stubresolver.errors import InstallError, TakeoverError
 from stubresolver.takeover import runner, session
@@ -50,14 +51,25 @@ class RemoveTree:
 
 @dataclass(frozen=True, slots=True)
 class DeleteAccount:
-    """userdel / groupdel, when the account still exists (Debian's userdel also removes
-    the user's own group, so the groupdel after it often finds nothing left to do)."""
+    """userdel / groupdel, when the account still exists. userdel also deletes the user's
+    primary group when it bears the user's name (USERGROUPS_ENAB, and Debian's userdel has
+    no -K to say otherwise); with ``keep_group`` (a group that was there before install)
+    the user is first moved to gid 65534 (nogroup), so that group stays."""
 
-    kind: str  # "user" | "group"
+    kind: Literal["user", "group"]
     name: str
+    keep_group: bool = False
+
+    @property
+    def commands(self) -> tuple[tuple[str, ...], ...]:
+        if self.kind == "group":
+            return (("groupdel", self.name),)
+        if self.keep_group:
+            return (("usermod", "--gid", "65534", self.name), ("userdel", self.name))
+        return (("userdel", self.name),)
 
     def describe(self) -> str:
-        return f"run {'userdel' if self.kind == 'user' else 'groupdel'} {self.name}"
+        return "run " + "; ".join(" ".join(argv) for argv in self.commands)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +131,9 @@ def _delete_account(step: DeleteAccount) -> None:
             grp.getgrnam(step.name)
     except KeyError:
         return
-    tool = "userdel" if step.kind == "user" else "groupdel"
-    done = subprocess.run([tool, step.name], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        said = done.stderr.strip().splitlines()
-        raise InstallError(f"{step.describe()}: {said[-1] if said else done.returncode}")
+    for argv in step.commands:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            said = done.stderr.strip().splitlines()
+            reason = said[0] if said else f"exit {done.returncode}"
+            raise InstallError(f"{' '.join(argv)}: {reason}")

@@ -165,9 +165,9 @@ def owner_mode(path: Path) -> tuple[int, int, int]:
     return info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)
 
 
-def status(sysns: PrivateSystem) -> dict[str, Any]:
+def status(sysns: PrivateSystem, prefix: str = "/opt/stubresolver") -> dict[str, Any]:
     done = sysns.run(
-        ["/opt/stubresolver/bin/stubresolver", "status", "--json",
+        [f"{prefix}/bin/stubresolver", "status", "--json",
          "--config", "/etc/stubresolver/config.yaml"]
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -266,6 +266,68 @@ def test_install_runs_the_service_is_idempotent_and_uninstall_leaves_nothing(
     assert private_trees(system) == before
     assert system.run(["getent", "passwd", "stubresolver"]).returncode == 2
     assert system.run(["getent", "group", "stubresolver"]).returncode == 2
+    assert host_facts() == host_before
+
+
+MY_CONFIG = b"""# the admin's own config, from before the install
+listen: ["127.0.0.1:53"]
+upstreams: [udp://10.8.0.1]
+takeover: {mode: file}
+"""
+
+
+def test_install_keeps_an_existing_config_and_group_and_uninstall_keeps_them_too(
+    system: PrivateSystem, wheelhouse: Path
+) -> None:
+    """Another --prefix, a symlinked resolv.conf, a config and a group that were there
+    before: install uses them and never rewrites them; uninstall puts the link back and
+    keeps both; only --purge removes the config."""
+    host_before = host_facts()
+    dhcp = system.root("/run/dhcp/resolv.conf")
+    dhcp.parent.mkdir()
+    dhcp.write_bytes(ORIGINAL)
+    resolv = system.etc / "resolv.conf"
+    os.symlink("/run/dhcp/resolv.conf", resolv)
+    config = system.etc / "stubresolver" / "config.yaml"
+    config.parent.mkdir()
+    config.write_bytes(MY_CONFIG)
+    config.chmod(0o600)
+    system.run(["groupadd", "--system", "stubresolver"], check=True)
+    group_line = system.run(["getent", "group", "stubresolver"], check=True).stdout
+    before = private_trees(system)
+
+    done = stub(
+        system, "install", "--prefix", "/opt/sr", "--source", str(our_wheel(wheelhouse)),
+        "--pip-option=--no-index", f"--pip-option=--find-links={wheelhouse}",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (
+        "note: kept the existing /etc/stubresolver/config.yaml (never overwritten)" in done.stdout
+    )
+    assert "run groupadd" not in done.stdout
+    assert "takeover: backend file owns /etc/resolv.conf" in done.stdout, done.stdout
+    assert config.read_bytes() == MY_CONFIG and owner_mode(config) == (0, 0, 0o600)
+    unit = (system.etc / "systemd/system/stubresolver.service").read_text()
+    assert "ExecStart=/opt/sr/bin/stubresolver run --config /etc/stubresolver/config.yaml" in unit
+    pid = int((system.tmp / "systemd" / "stubresolver.pid").read_text())
+    assert status(system, "/opt/sr")["pid"] == pid
+    assert b"/opt/sr/bin/stubresolver" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert os.readlink(system.root("/usr/local/bin/stubresolver")) == "/opt/sr/bin/stubresolver"
+    assert not os.path.lexists(system.etc / "NetworkManager")  # not there: no dispatcher
+    assert not os.path.islink(resolv)
+
+    gone = stub(system, "uninstall")
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert "kept /etc/stubresolver/config.yaml: it was there before install" in gone.stdout
+    assert os.readlink(resolv) == "/run/dhcp/resolv.conf" and dhcp.read_bytes() == ORIGINAL
+    assert system.run(["getent", "group", "stubresolver"]).stdout == group_line
+    assert system.run(["getent", "passwd", "stubresolver"]).returncode == 2
+    assert private_trees(system) == before  # the config and the group included
+
+    purged = stub(system, "uninstall", "--purge")
+    assert purged.returncode == 0, purged.stdout + purged.stderr
+    assert not config.exists()
+    assert system.run(["getent", "group", "stubresolver"]).stdout == group_line
     assert host_facts() == host_before
 
 

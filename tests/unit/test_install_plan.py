@@ -269,6 +269,14 @@ def test_uninstall_keeps_an_edited_config_and_a_pre_existing_one_unless_purged()
     assert Remove(LAYOUT.config) in [p.step for p in uninstall_plan(installed, purge=True).steps]
 
 
+def test_uninstall_keeps_a_group_install_did_not_create() -> None:
+    first = replace(fresh(), group=True)
+    plan = uninstall_plan(after(first, install_plan(first, SOURCE, SHIPPED)))
+    accounts = [p.step for p in plan.steps if isinstance(p.step, DeleteAccount)]
+    assert accounts == [DeleteAccount("user", "stubresolver", keep_group=True)]
+    assert accounts[0].commands[0] == ("usermod", "--gid", "65534", "stubresolver")
+
+
 def test_uninstall_without_a_manifest_still_stops_and_restores_and_removes_nothing() -> None:
     facts = replace(fresh(), enabled=True, active=True)
     plan = uninstall_plan(facts)
