@@ -46,19 +46,42 @@ ACCOUNT_LITTER = {"passwd-", "group-", "shadow-", "gshadow-", ".pwd.lock"}
 
 @pytest.fixture(scope="module")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """This tree as a wheel plus its dependencies, so pip needs no network in the namespace."""
+    """This tree as a wheel and as an sdist, its dependencies and the build backend, so pip
+    needs no network in the namespace (an sdist is built there, offline, from these)."""
     out = tmp_path_factory.mktemp("wheelhouse")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
-         "--wheel-dir", str(out), str(ROOT)],
-        check=True, timeout=300, capture_output=True,
-    )  # fmt: skip
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    backend = "setuptools>=77"  # pyproject.toml's build-system.requires
+    for argv in (
+        [*pip, "wheel", "--wheel-dir", str(out), str(ROOT)],
+        [*pip, "download", "--no-deps", "--dest", str(out), backend],
+    ):
+        subprocess.run(argv, check=True, timeout=300, capture_output=True)
+    # The sdist comes from the same backend, in a throwaway venv (the test venv's may be older).
+    builder = tmp_path_factory.mktemp("sdist-builder")
+    python = str(builder / "bin" / "python")
+    build = f"from setuptools import build_meta; build_meta.build_sdist({str(out)!r})"
+    for argv in (
+        [sys.executable, "-m", "venv", "--without-pip", str(builder)],
+        [*pip, "--python", python, "install", "--no-index", "--find-links", str(out), backend],
+        [python, "-c", build],
+    ):
+        subprocess.run(argv, check=True, timeout=300, capture_output=True, cwd=ROOT)
     return out
 
 
 def our_wheel(wheelhouse: Path) -> Path:
     (wheel,) = wheelhouse.glob("stubresolver-*.whl")
     return wheel
+
+
+def our_sdist(wheelhouse: Path) -> Path:
+    (sdist,) = wheelhouse.glob("stubresolver-*.tar.gz")
+    return sdist
+
+
+def assert_shipped_is_packaging(site: Path) -> None:
+    for member, source in SHIPPED.items():
+        assert (site / member).read_bytes() == (ROOT / source).read_bytes(), member
 
 
 @pytest.fixture
@@ -95,7 +118,8 @@ def _stop_daemon(sysns: PrivateSystem) -> None:
 def stub(
     sysns: PrivateSystem, *args: str, command: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    path = f"{sysns.tmp / 'shims'}:{os.environ['PATH']}"
+    # sudo's secure_path, behind the shims: `stubresolver` is found as sudo would find it.
+    path = f"{sysns.tmp / 'shims'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     argv = [command] if command else [sys.executable, "-m", "stubresolver"]
     return sysns.run(["env", f"PATH={path}", *argv, *args], timeout=300)
 
@@ -241,13 +265,13 @@ def test_install_runs_the_service_is_idempotent_and_uninstall_leaves_nothing(
     site = next(system.root("/opt/stubresolver/lib").glob("python3*/site-packages"))
     with zipfile.ZipFile(wheel) as whl:
         for member, source in SHIPPED.items():
-            truth = (ROOT / source).read_bytes()
-            assert whl.read(member) == truth, member
-            assert (site / member).read_bytes() == truth, member
+            assert whl.read(member) == (ROOT / source).read_bytes(), member
+    assert_shipped_is_packaging(site)
 
-    # A second run changes nothing, and says so.
+    # A second run changes nothing, and says so: by the installed command (on PATH through
+    # its link), reading the unit, hooks and config from the installed wheel's package data.
     settled = private_trees(system, times=True)
-    again = stub(system, "install", "--source", str(wheel), *pip)
+    again = stub(system, "install", command="stubresolver")
     assert again.returncode == 0, again.stdout + again.stderr
     print(again.stdout)
     assert "nothing to change" in again.stdout
@@ -279,9 +303,9 @@ takeover: {mode: file}
 def test_install_keeps_an_existing_config_and_group_and_uninstall_keeps_them_too(
     system: PrivateSystem, wheelhouse: Path
 ) -> None:
-    """Another --prefix, a symlinked resolv.conf, a config and a group that were there
-    before: install uses them and never rewrites them; uninstall puts the link back and
-    keeps both; only --purge removes the config."""
+    """From the sdist, another --prefix, a symlinked resolv.conf, a config and a group that
+    were there before: install uses them and never rewrites them; uninstall puts the link
+    back and keeps both; only --purge removes the config."""
     host_before = host_facts()
     dhcp = system.root("/run/dhcp/resolv.conf")
     dhcp.parent.mkdir()
@@ -297,7 +321,7 @@ def test_install_keeps_an_existing_config_and_group_and_uninstall_keeps_them_too
     before = private_trees(system)
 
     done = stub(
-        system, "install", "--prefix", "/opt/sr", "--source", str(our_wheel(wheelhouse)),
+        system, "install", "--prefix", "/opt/sr", "--source", str(our_sdist(wheelhouse)),
         "--pip-option=--no-index", f"--pip-option=--find-links={wheelhouse}",
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -315,6 +339,8 @@ def test_install_keeps_an_existing_config_and_group_and_uninstall_keeps_them_too
     assert os.readlink(system.root("/usr/local/bin/stubresolver")) == "/opt/sr/bin/stubresolver"
     assert not os.path.lexists(system.etc / "NetworkManager")  # not there: no dispatcher
     assert not os.path.islink(resolv)
+    # Built from the sdist: its package data is packaging/'s too.
+    assert_shipped_is_packaging(next(system.root("/opt/sr/lib").glob("python3*/site-packages")))
 
     gone = stub(system, "uninstall")
     assert gone.returncode == 0, gone.stdout + gone.stderr
