@@ -85,10 +85,6 @@ class RestoreDns:
 InstallStep = Step | MakeDir | RemoveDir | RemoveTree | DeleteAccount | RestoreDns
 
 
-def describe(step: InstallStep) -> str:
-    return step.describe()
-
-
 def execute(step: InstallStep) -> list[str]:
     """Run one step; returns what it has to report (restore's lines). Raises InstallError
     naming the step."""
@@ -102,6 +98,8 @@ def execute(step: InstallStep) -> list[str]:
         if isinstance(step, MakeDir):
             with contextlib.suppress(FileExistsError):
                 os.mkdir(step.path, step.mode)
+            if not step.path.is_dir():
+                raise InstallError(f"{step.describe()}: {step.path} is not a directory")
             os.chmod(step.path, step.mode)  # mkdir's mode is cut by the umask
         elif isinstance(step, RemoveDir):
             with contextlib.suppress(FileNotFoundError):
