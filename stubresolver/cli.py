@@ -286,6 +286,23 @@ def _print_plan(config: Config) -> int:
     return 0
 
 
+def _print_privileges(config: Config) -> None:
+    """Who `run` becomes after the start; raises ConfigError for a name that does not
+    exist here."""
+    from stubresolver import privilege  # noqa: PLC0415
+
+    accounts = privilege.resolve(config.server)
+    if accounts.uid is None:
+        print("privileges: not dropped (server.user is empty)")
+        return
+    caps = ", ".join(privilege.names(privilege.kept(config)))
+    print(
+        f"privileges: after the start, run as {accounts.user}:{accounts.group} "
+        f"(uid {accounts.uid}, gid {accounts.gid}) keeping {caps}; root is kept with "
+        f"takeover backend {', '.join(privilege.KEEPS_ROOT)}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in CONTROL_COMMANDS:
@@ -301,12 +318,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in config_warnings(config):
         print(f"stubresolver: warning: {warning}", file=sys.stderr)
     if args.command == "check-config" or args.dry_run:
+        try:
+            _print_privileges(config)
+        except ConfigError as exc:
+            print(f"stubresolver: invalid config: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
         code = _print_plan(config)
         if code == 0 and args.command == "check-config":
             print(f"{path}: ok")
         return code
     from stubresolver.app import configure_logging, serve  # noqa: PLC0415 - keep check-config light
-    from stubresolver.errors import ListenError, TakeoverError  # noqa: PLC0415
+    from stubresolver.errors import ListenError, PrivilegeError, TakeoverError  # noqa: PLC0415
 
     configure_logging(config.logging.level)
     try:
@@ -314,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:  # e.g. an upstream scheme this build cannot serve
         print(f"stubresolver: invalid config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except (ListenError, TakeoverError) as exc:
+    except (ListenError, TakeoverError, PrivilegeError) as exc:
         print(f"stubresolver: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     except KeyboardInterrupt:

@@ -69,3 +69,8 @@ class ControlError(StubError):
 class TakeoverError(StubError):
     """Taking over or restoring the system's DNS failed (a file could not be read or
     written, a journal is unreadable); nothing is guessed."""
+
+
+class PrivilegeError(StubError):
+    """Dropping to ``server.user`` failed part way (privilege.py): the service stops rather
+    than serve with privileges it should not have, or without those it needs."""
