@@ -216,6 +216,8 @@ def format_status(status: dict[str, Any]) -> str:
     else:
         lines.append("cache: disabled")
     lines.append(f"takeover: {_takeover_text(status.get('takeover') or {})}")
+    if status.get("privileges"):
+        lines.append(f"privileges: {_privileges_text(status['privileges'])}")
     vpn = status.get("vpn")
     if vpn:
         lines.append(
@@ -227,6 +229,16 @@ def format_status(status: dict[str, Any]) -> str:
         "outcomes: " + (", ".join(f"{k} {v}" for k, v in counted.items()) or "no queries yet")
     )
     return "\n".join(lines)
+
+
+def _privileges_text(privileges: dict[str, Any]) -> str:
+    who = f"uid {privileges.get('uid')}, gid {privileges.get('gid')}"
+    if privileges.get("dropped"):
+        caps = ", ".join(privileges.get("capabilities") or []) or "none"
+        return f"{privileges.get('user')}:{privileges.get('group')} ({who}); capabilities {caps}"
+    if privileges.get("kept_root"):
+        return f"{who}; NOT dropped to {privileges.get('user')}: {privileges['kept_root']}"
+    return f"{who} (server.user is empty: not dropped)"
 
 
 def _takeover_text(takeover: dict[str, Any]) -> str:
@@ -298,8 +310,8 @@ def _print_privileges(config: Config) -> None:
     caps = ", ".join(privilege.names(privilege.kept(config)))
     print(
         f"privileges: after the start, run as {accounts.user}:{accounts.group} "
-        f"(uid {accounts.uid}, gid {accounts.gid}) keeping {caps}; root is kept with "
-        f"takeover backend {', '.join(privilege.KEEPS_ROOT)}"
+        f"(uid {accounts.uid}, gid {accounts.gid}) keeping {caps} (root is kept with the "
+        f"takeover backends {', '.join(privilege.KEEPS_ROOT)})"
     )
 
 

@@ -200,6 +200,8 @@ def check_control_socket(sysns: PrivateSystem) -> None:
     code, out = cli(sysns, "status", "--json", uid=HOOK_UID)
     assert code == 0, out
     assert json.loads(out)["privileges"]["uid"] == DAEMON_UID
+    code, out = cli(sysns, "status", uid=HOOK_UID)
+    assert code == 0 and "privileges: stubresolver:stubresolver (uid 64990, gid 64990)" in out
     code, out = cli(sysns, "status", uid=OUTSIDER_UID)
     assert code != 0 and "permission denied" in out, out
 
@@ -265,3 +267,39 @@ def test_takeover_file_keeps_five_and_restores_resolv_conf_exactly(
     assert after.st_mtime_ns == before.st_mtime_ns
     assert not (system.tmp / "state" / "takeover.json").exists()
     assert "restore: write /etc/resolv.conf" in proc.log_tail(200)
+
+
+def test_a_manager_that_trusts_only_root_keeps_the_daemon_root_and_says_why(
+    system: PrivateSystem,
+) -> None:
+    """NetworkManager allows its reload only to root (or polkit): dropping would make the
+    restore fail, so the daemon stays root, logs why and shows it in `status`. nmcli is a
+    recording shim here (no NetworkManager runs in the namespace)."""
+    shims = system.tmp / "shims"
+    shims.mkdir()
+    nmcli = shims / "nmcli"
+    nmcli.write_text(f'#!/bin/sh\necho "nmcli $*" >> "{system.tmp / "calls.log"}"\n')
+    nmcli.chmod(0o755)
+    (system.etc / "resolv.conf").write_bytes(ORIGINAL)
+    (system.etc / "NetworkManager" / "conf.d").mkdir(parents=True, exist_ok=True)
+    config = write_config(system, "networkmanager", [f"{LOCAL[0]}. 300 IN A {LOCAL[1]}"])
+    proc = system.start(
+        "stub",
+        ["env", f"PATH={shims}:{os.environ['PATH']}", sys.executable, "-m", "stubresolver",
+         "run", "-c", str(config)],
+        system.tmp / "stub.log",
+    )  # fmt: skip
+    try:
+        wait_until(lambda: cli(system, "status")[0] == 0, proc, timeout=20, what="stub")
+        privileges = json.loads(cli(system, "status", "--json")[1])["privileges"]
+        assert privileges["dropped"] is False and privileges["uid"] == 0
+        assert "networkmanager" in privileges["kept_root"]
+        assert proc_status(proc.pid)["Uid"].split() == ["0"] * 4
+        assert "NOT dropping privileges" in proc.log_tail(50)
+        assert answers(system, LOCAL[0], LOCAL[1])
+        # The group may still use the control socket.
+        assert cli(system, "status", uid=HOOK_UID)[0] == 0
+    finally:
+        assert proc.stop(signal.SIGTERM, grace=10) == 0, proc.log_tail()
+    assert (system.etc / "resolv.conf").read_bytes() == ORIGINAL
+    assert (system.tmp / "calls.log").read_text().splitlines() == ["nmcli general reload conf"] * 2
