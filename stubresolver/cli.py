@@ -281,6 +281,8 @@ def format_status(status: dict[str, Any]) -> str:
     else:
         lines.append("cache: disabled")
     lines.append(f"takeover: {_takeover_text(status.get('takeover') or {})}")
+    if status.get("privileges"):
+        lines.append(f"privileges: {_privileges_text(status['privileges'])}")
     vpn = status.get("vpn")
     if vpn:
         lines.append(
@@ -292,6 +294,16 @@ def format_status(status: dict[str, Any]) -> str:
         "outcomes: " + (", ".join(f"{k} {v}" for k, v in counted.items()) or "no queries yet")
     )
     return "\n".join(lines)
+
+
+def _privileges_text(privileges: dict[str, Any]) -> str:
+    who = f"uid {privileges.get('uid')}, gid {privileges.get('gid')}"
+    if privileges.get("dropped"):
+        caps = ", ".join(privileges.get("capabilities") or []) or "none"
+        return f"{privileges.get('user')}:{privileges.get('group')} ({who}); capabilities {caps}"
+    if privileges.get("kept_root"):
+        return f"{who}; NOT dropped to {privileges.get('user')}: {privileges['kept_root']}"
+    return f"{who} (server.user is empty: not dropped)"
 
 
 def _takeover_text(takeover: dict[str, Any]) -> str:
@@ -351,6 +363,23 @@ def _print_plan(config: Config) -> int:
     return 0
 
 
+def _print_privileges(config: Config) -> None:
+    """Who `run` becomes after the start; raises ConfigError for a name that does not
+    exist here."""
+    from stubresolver import privilege  # noqa: PLC0415
+
+    accounts = privilege.resolve(config.server)
+    if accounts.uid is None:
+        print("privileges: not dropped (server.user is empty)")
+        return
+    caps = ", ".join(privilege.names(privilege.kept(config)))
+    print(
+        f"privileges: after the start, run as {accounts.user}:{accounts.group} "
+        f"(uid {accounts.uid}, gid {accounts.gid}) keeping {caps} (root is kept with the "
+        f"takeover backends {', '.join(privilege.KEEPS_ROOT)})"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in CONTROL_COMMANDS:
@@ -368,12 +397,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in config_warnings(config):
         print(f"stubresolver: warning: {warning}", file=sys.stderr)
     if args.command == "check-config" or args.dry_run:
+        try:
+            _print_privileges(config)
+        except ConfigError as exc:
+            print(f"stubresolver: invalid config: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
         code = _print_plan(config)
         if code == 0 and args.command == "check-config":
             print(f"{path}: ok")
         return code
     from stubresolver.app import configure_logging, serve  # noqa: PLC0415 - keep check-config light
-    from stubresolver.errors import ListenError, TakeoverError  # noqa: PLC0415
+    from stubresolver.errors import ListenError, PrivilegeError, TakeoverError  # noqa: PLC0415
 
     configure_logging(config.logging.level)
     try:
@@ -381,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:  # e.g. an upstream scheme this build cannot serve
         print(f"stubresolver: invalid config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except (ListenError, TakeoverError) as exc:
+    except (ListenError, TakeoverError, PrivilegeError) as exc:
         print(f"stubresolver: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     except KeyboardInterrupt:

@@ -71,6 +71,11 @@ class TakeoverError(StubError):
     written, a journal is unreadable); nothing is guessed."""
 
 
+class PrivilegeError(StubError):
+    """Dropping to ``server.user`` failed part way (privilege.py): the service stops rather
+    than serve with privileges it should not have, or without those it needs."""
+
+
 class InstallError(StubError):
     """`stubresolver install` or `uninstall` cannot go on (not root, no systemctl, a step
     failed); the message names the step and the manifest says what is done."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,6 +89,24 @@ class PrivateSystem:
         return subprocess.run(
             self.argv(command), capture_output=True, text=True, timeout=timeout, check=check
         )
+
+    def open_path(self, path: Path) -> None:
+        """Let every uid inside the namespace reach ``path`` (a test's unprivileged process
+        running this Python, whose interpreter may live under root's 0700 home): each
+        ancestor others may not search is covered, inside the namespace only, by an empty
+        0755 tmpfs into which the next component is bind-mounted back."""
+        parts = path.resolve().parts  # ("/", "root", ".pyenv", ...)
+        for depth in range(2, len(parts)):
+            ancestor, child = Path(*parts[:depth]), Path(*parts[: depth + 1])
+            if os.stat(ancestor).st_mode & stat.S_IXOTH:
+                continue
+            stage = self.tmp / f"open-{depth}"
+            stage.mkdir(exist_ok=True)
+            script = (
+                'mount --bind "$1" "$2" && mount -t tmpfs -o mode=0755 tmpfs "$0" '
+                '&& mkdir "$1" && mount --bind "$2" "$1" && umount "$2"'
+            )
+            self.run(["sh", "-c", script, str(ancestor), str(child), str(stage)], check=True)
 
     def start(self, name: str, command: Sequence[str], log: Path) -> Process:
         return start(name, self.argv(command), log, env=dict(os.environ))
