@@ -254,10 +254,18 @@ def test_install_runs_the_service_is_idempotent_and_uninstall_leaves_nothing(
     assert owner_mode(system.root("/var/lib/stubresolver")) == (0, 0, 0o700)
     assert owner_mode(system.root("/var/lib/stubresolver/install.json"))[2] == 0o600
 
-    # The account exists in the namespace's copy of /etc only.
+    # The account exists in the namespace's copy of /etc only, and the service runs as it
+    # (the config install wrote sets server.user and server.group).
     entry = system.run(["getent", "passwd", "stubresolver"], check=True).stdout.split(":")
     assert int(entry[2]) < 1000 and entry[6].strip() == "/usr/sbin/nologin"
-    assert system.run(["getent", "group", "stubresolver"]).returncode == 0
+    group = system.run(["getent", "group", "stubresolver"], check=True).stdout.split(":")
+    assert now["privileges"]["dropped"] and now["privileges"]["uid"] == int(entry[2])
+    uids = next(
+        x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("Uid:")
+    )
+    assert uids.split()[1:] == [entry[2]] * 4
+    control = os.lstat(system.root("/run/stubresolver/control.sock"))
+    assert (stat.S_IMODE(control.st_mode), control.st_gid) == (0o660, int(group[2]))
     assert "stubresolver:" not in Path("/etc/passwd").read_text()
     assert "stubresolver:" not in Path("/etc/group").read_text()
 
