@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stubresolver.errors import InstallError
-from stubresolver.install.layout import HOOKS, UNIT_NAME
+from stubresolver.install.layout import HOOKS, NM_DISPATCHER_HOOK, UNIT_NAME
 from stubresolver.install.manifest import Claim, Manifest, digest
 from stubresolver.install.probe import Facts, wanted_dirs
 from stubresolver.install.shipped import Shipped, for_prefix, render_config
@@ -63,82 +63,88 @@ def _file_step(facts: Facts, path: Path, data: bytes, mode: int) -> Planned | No
 def install_plan(facts: Facts, source: Source, shipped: Shipped) -> InstallPlan:
     """Raises InstallError when the prefix holds something that is not a virtualenv."""
     layout = facts.layout
-    steps: list[Planned] = []
-    notes: list[str] = []
-    for directory in wanted_dirs(layout, facts.network_manager):
-        if directory not in facts.existing:
-            mode = 0o700 if directory == layout.manifest.parent else 0o755
-            steps.append(Planned(MakeDir(directory, mode), claim=Claim("dir", str(directory))))
-
     if facts.prefix == "other":
         raise InstallError(
             f"{layout.prefix} exists and is not a virtualenv: remove it or pass another --prefix"
         )
-    new_venv = facts.prefix == "absent"
-    if new_venv:
-        argv = [source.python, "-m", "venv"]
-        argv += ["--system-site-packages"] if source.system_site_packages else []
-        steps.append(
-            Planned(Run((*argv, str(layout.prefix))), claim=Claim("venv", str(layout.prefix)))
-        )
-    reinstalled = new_venv or facts.installed_version != source.version
-    if reinstalled:
-        pip = (str(layout.python), "-m", "pip", "install", "--disable-pip-version-check")
-        steps.append(Planned(Run((*pip, *source.pip_options, source.spec), timeout=PIP_TIMEOUT)))
-
-    account = layout.account
-    if not facts.group:
-        steps.append(Planned(Run(("groupadd", "--system", account)), claim=Claim("group", account)))
-    if not facts.user:
-        useradd = ("useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
-                   "--shell", "/usr/sbin/nologin", "--gid", account,
-                   "--comment", "stubresolver", account)  # fmt: skip
-        steps.append(Planned(Run(useradd), claim=Claim("user", account)))
-
-    config = facts.files[layout.config]
-    if config.kind == "absent":
-        data = render_config(shipped.config_example, account)
-        steps.append(
-            Planned(
-                WriteFile(layout.config, data, 0o644),
-                Claim("file", str(layout.config), digest(data)),
-            )
-        )
-    elif facts.manifest is None or facts.manifest.find("file", str(layout.config)) is None:
-        notes.append(f"kept the existing {layout.config} (never overwritten)")
-
-    unit = _file_step(facts, layout.unit, for_prefix(shipped.unit, layout.prefix), 0o644)
-    files = [unit]
-    files += [
-        _file_step(
-            facts, layout.hooks_dir / name, for_prefix(shipped.hook(name), layout.prefix), 0o755
-        )
-        for name in HOOKS
+    notes: list[str] = []
+    steps = [
+        Planned(MakeDir(d, 0o700 if d == layout.manifest.parent else 0o755), Claim("dir", str(d)))
+        for d in wanted_dirs(layout, facts.network_manager)
+        if d not in facts.existing
     ]
-    if facts.network_manager:
-        hook = for_prefix(shipped.hook("90-stubresolver"), layout.prefix)
-        # NetworkManager runs only dispatcher scripts owned by root and not writable by others.
-        files.append(_file_step(facts, layout.dispatcher, hook, 0o755))
-    steps += [planned for planned in files if planned is not None]
-
-    link = facts.files[layout.command_link]
-    if link.kind == "absent":
-        steps.append(
-            Planned(
-                MakeSymlink(layout.command_link, str(layout.command)),
-                claim=Claim("link", str(layout.command_link)),
-            )
-        )
-    elif link.link_target != str(layout.command):
-        notes.append(f"left {layout.command_link} alone: it is not install's link")
-
+    venv = _venv_steps(facts, source)
+    steps += venv + _account_steps(facts)
+    steps += _config_steps(facts, shipped, notes)
+    unit = _file_step(facts, layout.unit, for_prefix(shipped.unit, layout.prefix), 0o644)
+    steps += [s for s in (unit, *_hook_steps(facts, shipped)) if s is not None]
+    steps += _link_steps(facts, notes)
     if unit is not None:
         steps.append(Planned(Run(("systemctl", "daemon-reload"))))
     if not (facts.enabled and facts.active):
         steps.append(Planned(Run(("systemctl", "enable", "--now", UNIT_NAME))))
-    elif reinstalled or unit is not None:
+    elif venv or unit is not None:  # running the old code or the old unit
         steps.append(Planned(Run(("systemctl", "restart", UNIT_NAME))))
     return InstallPlan(tuple(steps), tuple(notes))
+
+
+def _venv_steps(facts: Facts, source: Source) -> list[Planned]:
+    layout = facts.layout
+    steps = []
+    if facts.prefix == "absent":
+        argv = [source.python, "-m", "venv"]
+        argv += ["--system-site-packages"] if source.system_site_packages else []
+        steps.append(Planned(Run((*argv, str(layout.prefix))), Claim("venv", str(layout.prefix))))
+    if steps or facts.installed_version != source.version:
+        pip = (str(layout.python), "-m", "pip", "install", "--disable-pip-version-check")
+        steps.append(Planned(Run((*pip, *source.pip_options, source.spec), timeout=PIP_TIMEOUT)))
+    return steps
+
+
+def _account_steps(facts: Facts) -> list[Planned]:
+    account = facts.layout.account
+    steps = []
+    if not facts.group:
+        steps.append(Planned(Run(("groupadd", "--system", account)), Claim("group", account)))
+    if not facts.user:
+        useradd = ("useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+                   "--shell", "/usr/sbin/nologin", "--gid", account,
+                   "--comment", "stubresolver", account)  # fmt: skip
+        steps.append(Planned(Run(useradd), Claim("user", account)))
+    return steps
+
+
+def _config_steps(facts: Facts, shipped: Shipped, notes: list[str]) -> list[Planned]:
+    """The config only where there is none: an existing one is the admin's, never rewritten."""
+    path = facts.layout.config
+    if facts.files[path].kind == "absent":
+        data = render_config(shipped.config_example, facts.layout.account)
+        return [Planned(WriteFile(path, data, 0o644), Claim("file", str(path), digest(data)))]
+    if facts.manifest is None or facts.manifest.find("file", str(path)) is None:
+        notes.append(f"kept the existing {path} (never overwritten)")
+    return []
+
+
+def _hook_steps(facts: Facts, shipped: Shipped) -> list[Planned | None]:
+    layout = facts.layout
+    wanted = [(layout.hooks_dir / name, shipped.hook(name)) for name in HOOKS]
+    if facts.network_manager:
+        # NetworkManager runs only dispatcher scripts owned by root and not writable by others.
+        wanted.append((layout.dispatcher, shipped.hook(NM_DISPATCHER_HOOK)))
+    return [
+        _file_step(facts, path, for_prefix(data, layout.prefix), 0o755) for path, data in wanted
+    ]
+
+
+def _link_steps(facts: Facts, notes: list[str]) -> list[Planned]:
+    layout = facts.layout
+    link = facts.files[layout.command_link]
+    if link.kind == "absent":
+        step = MakeSymlink(layout.command_link, str(layout.command))
+        return [Planned(step, Claim("link", str(layout.command_link)))]
+    if link.link_target != str(layout.command):
+        notes.append(f"left {layout.command_link} alone: it is not install's link")
+    return []
 
 
 def uninstall_plan(facts: Facts, purge: bool = False) -> InstallPlan:
