@@ -19,6 +19,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tomllib
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,22 +50,26 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This tree as a wheel and as an sdist, its dependencies and the build backend, so pip
     needs no network in the namespace (an sdist is built there, offline, from these)."""
     out = tmp_path_factory.mktemp("wheelhouse")
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        project = tomllib.load(f)
+    (backend,) = project["build-system"]["requires"]
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-    backend = "setuptools>=77"  # pyproject.toml's build-system.requires
-    for argv in (
-        [*pip, "wheel", "--wheel-dir", str(out), str(ROOT)],
-        [*pip, "download", "--no-deps", "--dest", str(out), backend],
-    ):
-        subprocess.run(argv, check=True, timeout=300, capture_output=True)
-    # The sdist comes from the same backend, in a throwaway venv (the test venv's may be older).
-    builder = tmp_path_factory.mktemp("sdist-builder")
+    # One download for the dependencies and the backend; then both builds from a throwaway
+    # venv holding that backend (the test venv's setuptools may be older), without pip's
+    # isolated build environment.
+    builder = tmp_path_factory.mktemp("builder")
     python = str(builder / "bin" / "python")
-    build = f"from setuptools import build_meta; build_meta.build_sdist({str(out)!r})"
+    build = (
+        "from setuptools import build_meta as b; "
+        f"b.build_sdist({str(out)!r}); b.build_wheel({str(out)!r})"
+    )
     for argv in (
+        [*pip, "download", "--only-binary", ":all:", "--dest", str(out),
+         backend, *project["project"]["dependencies"]],
         [sys.executable, "-m", "venv", "--without-pip", str(builder)],
         [*pip, "--python", python, "install", "--no-index", "--find-links", str(out), backend],
         [python, "-c", build],
-    ):
+    ):  # fmt: skip
         subprocess.run(argv, check=True, timeout=300, capture_output=True, cwd=ROOT)
     return out
 
