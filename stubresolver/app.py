@@ -5,6 +5,9 @@ the tunnel monitor reads the state before the first query is served (so a query 
 while the tunnel is absent is refused, never forwarded on a guess), and the listeners are
 bound all-or-nothing. The system's DNS is taken over only after the listeners are bound,
 so it never points at a stub that cannot answer, and it is given back before they close.
+With ``server.user`` set, privileges are dropped once everything that needs root is done
+(listeners, takeover, control socket, netlink) and before the drift watchdog starts its
+worker thread (privilege.py).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
-from stubresolver import __version__
+from stubresolver import __version__, privilege
 from stubresolver.access import HostAddresses
 from stubresolver.announce import Announced, parse_announcement
 from stubresolver.cache import Cache
@@ -129,8 +132,15 @@ class Service:
         #: reload does not move them).
         self._taken: tuple[Path, bool] | None = None
         self._takeover: takeover.Plan | None = None
+        self._taken_config = config  # the config the takeover applied (its bound listeners)
         self._watchdog: DriftWatchdog | None = None
         self._guard: Guard | None = None
+        #: server.user / server.group looked up now: a name that does not exist is a
+        #: ConfigError before anything is bound.
+        self.accounts = privilege.resolve(config.server)
+        privilege.check_can_drop(self.accounts)
+        #: Why the service kept running as root although server.user is set, or None.
+        self._kept_root: str | None = None
 
     def _on_tunnel(self, old: TunnelState, new: TunnelState) -> None:
         current = self.announced.current
@@ -157,16 +167,22 @@ class Service:
         try:
             self._start_guard()
             await self._take_over()
+            await self._start_control()
+            self._drop_privileges()
+            if self._takeover is not None:
+                self._watchdog = DriftWatchdog(self._takeover, self._taken_config)
+                await self._watchdog.start()
         except BaseException:
             # Undo what a failed takeover may have done (the journal says what).
             await self._restore(always=True)
             self._stop_guard()
+            if self._control is not None:
+                await self._control.close()
             await self.server.close()
             await self.resolver.close()
             await self.monitor.stop()
             raise
         self._started = time.monotonic()
-        await self._start_control()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
@@ -239,8 +255,32 @@ class Service:
         for line in chosen.describe():
             log.info("%s", line)
         self._takeover = chosen
-        self._watchdog = DriftWatchdog(chosen, bound)
-        await self._watchdog.start()
+        # The watchdog starts after the privilege drop (run): its checks run in a thread.
+        self._taken_config = bound
+
+    def _drop_privileges(self) -> None:
+        """server.user set: become it, keeping only what the running service needs. A
+        manager backend that trusts only root keeps the service root, loudly."""
+        if self.accounts.uid is None:
+            return
+        manager = self._takeover.manager if self._takeover is not None else None
+        reason = privilege.KEEPS_ROOT.get(manager or "")
+        if reason is not None:
+            self._kept_root = f"takeover backend {manager}: {reason}"
+            log.warning(
+                "server.user: NOT dropping privileges, running as root: %s", self._kept_root
+            )
+            return
+        keep = privilege.kept(self.config)
+        privilege.drop(self.accounts, keep)
+        log.info(
+            "running as %s:%s (uid %d, gid %d) with %s only",
+            self.accounts.user,
+            self.accounts.group,
+            os.getuid(),
+            os.getgid(),
+            ", ".join(privilege.names(keep)),
+        )
 
     async def _restore(self, *, always: bool = False) -> None:
         """On a clean stop with restore_on_exit, or after a failed takeover (``always``).
@@ -278,7 +318,9 @@ class Service:
         path = self.config.control_socket
         if path is None:
             return
-        control = ControlServer(path, self)
+        control = ControlServer(
+            path, self, group=self.accounts.gid if self.config.server.group else None
+        )
         try:
             await control.start()
         except (OSError, StubError) as exc:
@@ -304,7 +346,22 @@ class Service:
         status["takeover"] = self.takeover_status()
         status["vpn"] = self.announced.status()
         status["guard"] = self._guard.status() if self._guard is not None else {"enabled": False}
+        status["privileges"] = self.privilege_status()
         return status
+
+    def privilege_status(self) -> dict[str, Any]:
+        sets = privilege.read_sets("self")
+        return {
+            "uid": os.getuid(),
+            "gid": os.getgid(),
+            "user": self.accounts.user,
+            "group": self.accounts.group,
+            "dropped": self.accounts.uid is not None and self._kept_root is None,
+            "kept_root": self._kept_root,
+            "capabilities": privilege.names(
+                cap for cap in range(64) if sets.get("CapEff", 0) >> cap & 1
+            ),
+        }
 
     def announce(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """``tunnel-up`` from a VPN hook: its servers become the ``vpn`` upstream and its

@@ -79,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     text = "the nftables guard: 'off' removes its table (a lockdown's too), 'show' prints it"
     cmd = sub.add_parser("guard", help=text, description=text)
     cmd.add_argument("action", choices=("off", "show"))
+    _add_install_commands(sub)
     for name, text in CONTROL_COMMANDS.items():
         cmd = sub.add_parser(name, help=text, description=text)
         where = cmd.add_mutually_exclusive_group()
@@ -114,6 +115,70 @@ def _parser() -> argparse.ArgumentParser:
                 help="a domain the VPN announced: names below it go to its servers",
             )
     return parser
+
+
+def _add_install_commands(sub: Any) -> None:
+    text = (
+        "install the service: a venv under --prefix with this stubresolver, the stubresolver "
+        "user and group, /etc/stubresolver/config.yaml (never overwritten), the unit and the "
+        "VPN hooks; then enable and start it and print its status. Idempotent."
+    )
+    cmd = sub.add_parser("install", help="install and start the systemd service", description=text)
+    cmd.add_argument("--prefix", default="/opt/stubresolver", help="the venv (/opt/stubresolver)")
+    cmd.add_argument(
+        "--source",
+        help="what pip installs into it: a wheel, an sdist, a source tree or a requirement "
+        "(default: where this stubresolver was installed from)",
+    )
+    cmd.add_argument(
+        "--pip-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="pass an option to pip install, e.g. --pip-option=--no-index (repeat for more)",
+    )
+    cmd.add_argument(
+        "--system-site-packages",
+        action="store_true",
+        help="let the venv see the system's Python packages (e.g. Debian's python3-yaml)",
+    )
+    cmd.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    text = (
+        "stop the service, restore the system's DNS from the takeover journal, then remove "
+        "what `install` created (its manifest says what); an edited or pre-existing file stays"
+    )
+    cmd = sub.add_parser("uninstall", help="restore DNS and remove the service", description=text)
+    cmd.add_argument(
+        "--purge", action="store_true", help="also remove the config and files edited since"
+    )
+    cmd.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+
+
+def _install(args: argparse.Namespace) -> int:
+    from stubresolver.errors import InstallError  # noqa: PLC0415 - keep run light
+    from stubresolver.install import session  # noqa: PLC0415
+    from stubresolver.install.layout import Layout  # noqa: PLC0415
+    from stubresolver.install.plan import Source  # noqa: PLC0415
+    from stubresolver.install.source import default_spec  # noqa: PLC0415
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        if args.command == "uninstall":
+            return session.uninstall(Layout(), purge=args.purge, dry_run=args.dry_run, say=say)
+        source = Source(
+            spec=args.source or default_spec(),
+            version=__version__,
+            python=sys.executable,
+            pip_options=tuple(args.pip_option),
+            system_site_packages=args.system_site_packages,
+        )
+        layout = Layout(prefix=Path(args.prefix).absolute())
+        return session.install(layout, source, dry_run=args.dry_run, say=say)
+    except InstallError as exc:
+        print(f"stubresolver {args.command}: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
 
 
 def _socket_path(args: argparse.Namespace) -> Path:
@@ -239,6 +304,8 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append("cache: disabled")
     lines.append(f"takeover: {_takeover_text(status.get('takeover') or {})}")
     lines.append(f"guard: {_guard_text(status.get('guard') or {})}")
+    if status.get("privileges"):
+        lines.append(f"privileges: {_privileges_text(status['privileges'])}")
     vpn = status.get("vpn")
     if vpn:
         lines.append(
@@ -310,6 +377,16 @@ def _guard(args: argparse.Namespace) -> int:
         return EXIT_RUNTIME
     print("guard table inet stubresolver removed" if removed else "no guard table")
     return 0
+
+
+def _privileges_text(privileges: dict[str, Any]) -> str:
+    who = f"uid {privileges.get('uid')}, gid {privileges.get('gid')}"
+    if privileges.get("dropped"):
+        caps = ", ".join(privileges.get("capabilities") or []) or "none"
+        return f"{privileges.get('user')}:{privileges.get('group')} ({who}); capabilities {caps}"
+    if privileges.get("kept_root"):
+        return f"{who}; NOT dropped to {privileges.get('user')}: {privileges['kept_root']}"
+    return f"{who} (server.user is empty: not dropped)"
 
 
 def _takeover_text(takeover: dict[str, Any]) -> str:
@@ -388,6 +465,23 @@ def _print_plan(config: Config) -> int:
     return 0
 
 
+def _print_privileges(config: Config) -> None:
+    """Who `run` becomes after the start; raises ConfigError for a name that does not
+    exist here."""
+    from stubresolver import privilege  # noqa: PLC0415
+
+    accounts = privilege.resolve(config.server)
+    if accounts.uid is None:
+        print("privileges: not dropped (server.user is empty)")
+        return
+    caps = ", ".join(privilege.names(privilege.kept(config)))
+    print(
+        f"privileges: after the start, run as {accounts.user}:{accounts.group} "
+        f"(uid {accounts.uid}, gid {accounts.gid}) keeping {caps} (root is kept with the "
+        f"takeover backends {', '.join(privilege.KEEPS_ROOT)})"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in CONTROL_COMMANDS:
@@ -398,6 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _guard(args)
     if args.command == "leaktest":
         return _leaktest(args)
+    if args.command in ("install", "uninstall"):
+        return _install(args)
     path = Path(args.config)
     try:
         config = load_config(path)
@@ -407,12 +503,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in config_warnings(config):
         print(f"stubresolver: warning: {warning}", file=sys.stderr)
     if args.command == "check-config" or args.dry_run:
+        try:
+            _print_privileges(config)
+        except ConfigError as exc:
+            print(f"stubresolver: invalid config: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
         code = _print_plan(config)
         if code == 0 and args.command == "check-config":
             print(f"{path}: ok")
         return code
     from stubresolver.app import configure_logging, serve  # noqa: PLC0415 - keep check-config light
-    from stubresolver.errors import GuardError, ListenError, TakeoverError  # noqa: PLC0415
+    from stubresolver.errors import (  # noqa: PLC0415
+        GuardError,
+        ListenError,
+        PrivilegeError,
+        TakeoverError,
+    )
 
     configure_logging(config.logging.level)
     try:
@@ -420,7 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:  # e.g. an upstream scheme this build cannot serve
         print(f"stubresolver: invalid config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except (GuardError, ListenError, TakeoverError) as exc:
+    except (GuardError, ListenError, TakeoverError, PrivilegeError) as exc:
         print(f"stubresolver: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     except KeyboardInterrupt:

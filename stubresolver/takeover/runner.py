@@ -47,16 +47,17 @@ def execute(step: Step) -> None:
 
 
 def _run(step: Run) -> None:
+    timeout = RUN_TIMEOUT if step.timeout is None else step.timeout
     try:
         done = subprocess.run(
             step.argv,
             input=step.stdin,
             capture_output=True,
-            timeout=RUN_TIMEOUT,
+            timeout=timeout,
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise TakeoverError(f"{step.describe()}: no answer in {RUN_TIMEOUT:g} s") from None
+        raise TakeoverError(f"{step.describe()}: no answer in {timeout:g} s") from None
     if done.returncode != 0 and not step.may_fail:
         said = done.stderr.decode(errors="replace").strip().splitlines()
         reason = said[-1] if said else f"exit {done.returncode}"

@@ -1,5 +1,7 @@
 """The steps a takeover plan is made of, as data (STYLE.md 7): every backend renders its
-apply and restore plans from these, runner.py executes them, the journal stores them. A step
+apply and restore plans from these, runner.py executes them, the journal stores them.
+`stubresolver install` builds its plans from the same steps (stubresolver/install/steps.py
+adds the few it needs beyond them). A step
 describes itself in one line, for the log, `--dry-run` and the closing `restore` report."""
 
 from __future__ import annotations
@@ -79,11 +81,13 @@ class RemoveDir:
 class Run:
     """Run a DNS manager's own tool (resolvectl, nmcli, resolvconf, busctl): how a plan
     speaks to a daemon. A non-zero exit fails the step, unless ``may_fail`` (an undo that
-    is also right when there was nothing to undo)."""
+    is also right when there was nothing to undo). ``timeout`` None: the runner's default
+    (a pip install of the service gets longer than a manager's tool)."""
 
     argv: tuple[str, ...]
     may_fail: bool = False
     stdin: bytes = b""
+    timeout: float | None = None
 
     def describe(self) -> str:
         tail = f" < {len(self.stdin)} bytes" if self.stdin else ""
@@ -124,11 +128,14 @@ def encode_step(step: Step) -> dict[str, Any]:
         return {"mkdir": str(step.path), "mode": step.mode}
     if isinstance(step, RemoveDir):
         return {"rmdir": str(step.path)}
-    return {
+    encoded: dict[str, Any] = {
         "run": list(step.argv),
         "may_fail": step.may_fail,
         "stdin_base64": base64.b64encode(step.stdin).decode(),
     }
+    if step.timeout is not None:
+        encoded["timeout"] = step.timeout
+    return encoded
 
 
 def decode_step(raw: dict[str, Any]) -> Step:
@@ -157,8 +164,10 @@ def decode_step(raw: dict[str, Any]) -> Step:
     argv = raw["run"]
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise ValueError(f"run step {argv!r}")
+    timeout = raw.get("timeout")
     return Run(
         tuple(argv),
         bool(raw["may_fail"]),
         base64.b64decode(raw.get("stdin_base64", ""), validate=True),
+        None if timeout is None else float(timeout),
     )
