@@ -68,7 +68,8 @@ TAKEOVER_CAPS = frozenset((CAP_DAC_OVERRIDE, CAP_CHOWN, CAP_FOWNER))
 KEEPS_ROOT = {
     "systemd-resolved": (
         "its re-assert and restore restart systemd-resolved (systemctl try-restart) and set "
-        "link default routes (resolvectl), which systemd allows only to root or through polkit"
+        "link default routes (resolvectl), which systemd allows only to root or through polkit "
+        "(before systemd 255 also to CAP_SYS_ADMIN and CAP_NET_ADMIN, which are not kept)"
     ),
     "networkmanager": (
         "its re-assert and restore reload NetworkManager (nmcli general reload), which "
@@ -115,7 +116,10 @@ def resolve(server: ServerConfig) -> Accounts:
             raise ConfigError("server.user", f"{server.user!r} is root: leave it empty instead")
         uid, gid = entry.pw_uid, entry.pw_gid
         if group is None:
-            group = grp.getgrgid(gid).gr_name if _has_group(gid) else str(gid)
+            try:
+                group = grp.getgrgid(gid).gr_name
+            except KeyError:  # a primary gid without a group entry: legal, if unusual
+                group = str(gid)
     if server.group:
         try:
             gid = grp.getgrnam(server.group).gr_gid
@@ -124,14 +128,6 @@ def resolve(server: ServerConfig) -> Accounts:
         if gid == 0 and server.user:
             raise ConfigError("server.group", f"{server.group!r} is gid 0: name another group")
     return Accounts(server.user or None, uid, group, gid)
-
-
-def _has_group(gid: int) -> bool:
-    try:
-        grp.getgrgid(gid)
-    except KeyError:
-        return False
-    return True
 
 
 def check_can_drop(accounts: Accounts) -> None:
@@ -224,7 +220,12 @@ def drop(accounts: Accounts, keep: frozenset[int]) -> None:
             _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, cap)
         _prctl(_PR_SET_KEEPCAPS, 0)
     except OSError as exc:
-        raise PrivilegeError(f"dropping privileges to {accounts.user}: {exc}") from None
+        # EPERM here usually means the start lacked CAP_SETUID, CAP_SETGID or CAP_SETPCAP
+        # (a unit whose CapabilityBoundingSet= leaves them out).
+        raise PrivilegeError(
+            f"dropping privileges to {accounts.user}: {exc} (the start needs CAP_SETUID, "
+            "CAP_SETGID and CAP_SETPCAP)"
+        ) from None
     found = read_sets("self")
     want = mask(keep)
     if any(value != want for value in found.values()) or os.getuid() == 0:

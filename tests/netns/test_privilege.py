@@ -224,6 +224,8 @@ def test_takeover_off_keeps_two_capabilities_and_still_serves(system: PrivateSys
             lambda: answers(system, RELOADED[0], RELOADED[1]), proc, timeout=10, what="reload"
         )
         assert "config reloaded" in proc.log_tail(50)
+        # The new resolver's upstream sockets, bound to the device after the drop, forward.
+        assert answers(system, "after-reload.example", UPSTREAM_ANSWER), proc.log_tail()
         assert_dropped(proc.pid, SERVICE)
 
         # A VPN hook running unprivileged in the group takes the tunnel down: REFUSED.
