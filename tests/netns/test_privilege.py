@@ -6,7 +6,8 @@ CapAmb and CapBnd are exactly the kept set (two capabilities with takeover off, 
 takeover file). After the drop it still answers over UDP and TCP on 127.0.100.1:53, both
 locally and forwarded to a real dnsmasq through a socket bound to the tunnel device (lo
 here: SO_BINDTODEVICE after the drop); SIGHUP still reloads the config; a clean stop still
-gives resolv.conf back byte for byte (content, mode, owner, mtime). The control socket is
+gives resolv.conf back byte for byte (content, mode, owner, mtime), started within the
+packaged unit's bounding set only. The control socket is
 mode 0660, group stubresolver: a process running as another uid in that group may call
 `status` and `tunnel-down`, one outside the group is refused."""
 
@@ -137,11 +138,26 @@ def cli(sysns: PrivateSystem, *args: str, uid: int = 0) -> tuple[int, str]:
     return done.returncode, done.stdout + done.stderr
 
 
-def start_stub(sysns: PrivateSystem, config: Path) -> Process:
-    proc = sysns.start(
-        "stub", [sys.executable, "-m", "stubresolver", "run", "-c", str(config)],
-        sysns.tmp / "stub.log",
-    )  # fmt: skip
+UNIT = Path(__file__).resolve().parents[2] / "packaging" / "stubresolver.service"
+
+
+def unit_bounding_set() -> list[str]:
+    """The packaged unit's CapabilityBoundingSet=, as setpriv spells the names."""
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("CapabilityBoundingSet="):
+            return [name.lower().removeprefix("cap_") for name in line.split("=", 1)[1].split()]
+    raise AssertionError(f"{UNIT} has no CapabilityBoundingSet=")
+
+
+def start_stub(sysns: PrivateSystem, config: Path, *, as_unit: bool = False) -> Process:
+    """``as_unit``: start as root within the unit's bounding set, as systemd would (after
+    execve root's permitted set is the bounding set), so the drop is tested with only the
+    capabilities the unit grants."""
+    command = [sys.executable, "-m", "stubresolver", "run", "-c", str(config)]
+    if as_unit:
+        caps = ",".join(f"+{name}" for name in unit_bounding_set())
+        command = ["setpriv", f"--bounding-set=-all,{caps}", "--", *command]
+    proc = sysns.start("stub", command, sysns.tmp / "stub.log")
 
     def dropped() -> bool:
         code, out = cli(sysns, "status", "--json")
@@ -242,6 +258,8 @@ def test_takeover_off_keeps_two_capabilities_and_still_serves(system: PrivateSys
 def test_takeover_file_keeps_five_and_restores_resolv_conf_exactly(
     system: PrivateSystem,
 ) -> None:
+    """Started within the packaged unit's CapabilityBoundingSet= only: it is enough for
+    the takeover, the control socket's group and the drop itself."""
     path = system.etc / "resolv.conf"
     path.write_bytes(ORIGINAL)
     path.chmod(0o640)
@@ -249,7 +267,7 @@ def test_takeover_file_keeps_five_and_restores_resolv_conf_exactly(
     os.utime(path, ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
     before = os.lstat(path)
     config = write_config(system, "file", [f"{LOCAL[0]}. 300 IN A {LOCAL[1]}"])
-    proc = start_stub(system, config)
+    proc = start_stub(system, config, as_unit=True)
     try:
         assert is_ours(path.read_bytes())
         assert_dropped(proc.pid, TAKEOVER)
