@@ -50,13 +50,15 @@ CAP_FOWNER = 3
 CAP_NET_BIND_SERVICE = 10
 CAP_NET_RAW = 13
 
-NAMES = {
-    CAP_CHOWN: "cap_chown",
-    CAP_DAC_OVERRIDE: "cap_dac_override",
-    CAP_FOWNER: "cap_fowner",
-    CAP_NET_BIND_SERVICE: "cap_net_bind_service",
-    CAP_NET_RAW: "cap_net_raw",
-}
+#: Every capability's name by number (linux/capability.h, Linux 6.x), for logs and status.
+_ALL_NAMES = (
+    "chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid", "setuid",
+    "setpcap", "linux_immutable", "net_bind_service", "net_broadcast", "net_admin", "net_raw",
+    "ipc_lock", "ipc_owner", "sys_module", "sys_rawio", "sys_chroot", "sys_ptrace", "sys_pacct",
+    "sys_admin", "sys_boot", "sys_nice", "sys_resource", "sys_time", "sys_tty_config", "mknod",
+    "lease", "audit_write", "audit_control", "setfcap", "mac_override", "mac_admin", "syslog",
+    "wake_alarm", "block_suspend", "audit_read", "perfmon", "bpf", "checkpoint_restore",
+)  # fmt: skip
 
 #: Kept in every case: port 53 and the tunnel-bound upstream sockets.
 SERVICE_CAPS = frozenset((CAP_NET_BIND_SERVICE, CAP_NET_RAW))
@@ -144,7 +146,9 @@ def kept(config: Config) -> frozenset[int]:
 
 
 def names(caps: Iterable[int]) -> list[str]:
-    return [NAMES.get(cap, f"cap_{cap}") for cap in sorted(caps)]
+    return [
+        f"cap_{_ALL_NAMES[cap]}" if cap < len(_ALL_NAMES) else f"cap_{cap}" for cap in sorted(caps)
+    ]
 
 
 def mask(caps: Iterable[int]) -> int:

@@ -71,3 +71,10 @@ def test_check_config_rejects_a_user_that_does_not_exist(
     path.write_text("upstreams: [udp://10.8.0.1]\nserver: {user: no-such-user-here}\n")
     assert main(["check-config", "-c", str(path)]) == EXIT_CONFIG
     assert "server.user: no such user 'no-such-user-here'" in capsys.readouterr().err
+
+
+def test_capability_names_follow_the_kernel_numbers() -> None:
+    assert privilege.names([0, 1, 3, 10, 13, 21, 40, 63]) == [
+        "cap_chown", "cap_dac_override", "cap_fowner", "cap_net_bind_service", "cap_net_raw",
+        "cap_sys_admin", "cap_checkpoint_restore", "cap_63",
+    ]  # fmt: skip
