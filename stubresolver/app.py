@@ -156,6 +156,19 @@ class Service:
         self.resolver.tunnel_changed(old, new)
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        # From the first moment: a SIGTERM that arrives while starting (in the middle of a
+        # takeover, say) stops the service once the start is complete, with the restore,
+        # instead of killing it with the system's DNS half taken over.
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        try:
+            await self._run(loop)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         ensure_fd_limit(self.config)
         await self.monitor.start()
         try:
@@ -183,9 +196,6 @@ class Service:
             await self.monitor.stop()
             raise
         self._started = time.monotonic()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
-        loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         state = self.monitor.state
         log.info(
@@ -201,8 +211,6 @@ class Service:
         finally:
             _sd_notify("STOPPING=1")
             log.info("shutting down")
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
             # Restore while the listeners still answer: the system never points at a stub
             # that has stopped, except after a crash (fail-closed, see takeover/session.py).
             await self._restore()

@@ -15,7 +15,10 @@ Which capability buys what, and why nothing more is kept:
   resolv.conf; remove the journal in ``state_dir``), ``CAP_CHOWN`` (give the file its
   recorded owner) and ``CAP_FOWNER`` (set the mode and the recorded mtime of a file that
   is not ours).
-- Not ``CAP_NET_ADMIN``: the manager backends do not run unprivileged at all (see
+- With the guard (``guard.enabled``): ``CAP_NET_ADMIN``, which nftables asks of every
+  change to a table (the netlink NFNL_SUBSYS_NFTABLES calls): the guard follows the tunnel
+  into a new device, and removes its table on a clean stop, after the drop.
+- Otherwise not ``CAP_NET_ADMIN``: the manager backends do not run unprivileged at all (see
   ``KEEPS_ROOT``). systemd-resolved accepted ``SetLinkDefaultRoute`` from a caller with
   CAP_NET_ADMIN only before systemd 255 (src/resolve/resolved-link-bus.c passed
   ``CAP_NET_ADMIN`` to ``bus_verify_polkit_async``); since then src/shared/bus-polkit.c
@@ -48,27 +51,33 @@ CAP_CHOWN = 0
 CAP_DAC_OVERRIDE = 1
 CAP_FOWNER = 3
 CAP_NET_BIND_SERVICE = 10
+CAP_NET_ADMIN = 12
 CAP_NET_RAW = 13
 
-NAMES = {
-    CAP_CHOWN: "cap_chown",
-    CAP_DAC_OVERRIDE: "cap_dac_override",
-    CAP_FOWNER: "cap_fowner",
-    CAP_NET_BIND_SERVICE: "cap_net_bind_service",
-    CAP_NET_RAW: "cap_net_raw",
-}
+#: Every capability's name by number (linux/capability.h, Linux 6.x), for logs and status.
+_ALL_NAMES = (
+    "chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid", "setuid",
+    "setpcap", "linux_immutable", "net_bind_service", "net_broadcast", "net_admin", "net_raw",
+    "ipc_lock", "ipc_owner", "sys_module", "sys_rawio", "sys_chroot", "sys_ptrace", "sys_pacct",
+    "sys_admin", "sys_boot", "sys_nice", "sys_resource", "sys_time", "sys_tty_config", "mknod",
+    "lease", "audit_write", "audit_control", "setfcap", "mac_override", "mac_admin", "syslog",
+    "wake_alarm", "block_suspend", "audit_read", "perfmon", "bpf", "checkpoint_restore",
+)  # fmt: skip
 
 #: Kept in every case: port 53 and the tunnel-bound upstream sockets.
 SERVICE_CAPS = frozenset((CAP_NET_BIND_SERVICE, CAP_NET_RAW))
 #: Kept too while a takeover is on: re-assert and byte-exact restore of root's files.
 TAKEOVER_CAPS = frozenset((CAP_DAC_OVERRIDE, CAP_CHOWN, CAP_FOWNER))
+#: Kept too with the guard: nft changes its table (the tunnel set, the removal).
+GUARD_CAPS = frozenset((CAP_NET_ADMIN,))
 
 #: Takeover backends whose re-assert or restore asks a manager that trusts only uid 0 (or
 #: polkit): with one of these the service keeps running as root and says so.
 KEEPS_ROOT = {
     "systemd-resolved": (
         "its re-assert and restore restart systemd-resolved (systemctl try-restart) and set "
-        "link default routes (resolvectl), which systemd allows only to root or through polkit"
+        "link default routes (resolvectl), which systemd allows only to root or through polkit "
+        "(before systemd 255 also to CAP_SYS_ADMIN and CAP_NET_ADMIN, which are not kept)"
     ),
     "networkmanager": (
         "its re-assert and restore reload NetworkManager (nmcli general reload), which "
@@ -115,7 +124,10 @@ def resolve(server: ServerConfig) -> Accounts:
             raise ConfigError("server.user", f"{server.user!r} is root: leave it empty instead")
         uid, gid = entry.pw_uid, entry.pw_gid
         if group is None:
-            group = grp.getgrgid(gid).gr_name if _has_group(gid) else str(gid)
+            try:
+                group = grp.getgrgid(gid).gr_name
+            except KeyError:  # a primary gid without a group entry: legal, if unusual
+                group = str(gid)
     if server.group:
         try:
             gid = grp.getgrnam(server.group).gr_gid
@@ -124,14 +136,6 @@ def resolve(server: ServerConfig) -> Accounts:
         if gid == 0 and server.user:
             raise ConfigError("server.group", f"{server.group!r} is gid 0: name another group")
     return Accounts(server.user or None, uid, group, gid)
-
-
-def _has_group(gid: int) -> bool:
-    try:
-        grp.getgrgid(gid)
-    except KeyError:
-        return False
-    return True
 
 
 def check_can_drop(accounts: Accounts) -> None:
@@ -144,11 +148,14 @@ def check_can_drop(accounts: Accounts) -> None:
 
 def kept(config: Config) -> frozenset[int]:
     """The capabilities the running service keeps: pure, from the config."""
-    return SERVICE_CAPS | (TAKEOVER_CAPS if config.takeover.mode != "off" else frozenset())
+    caps = SERVICE_CAPS | (TAKEOVER_CAPS if config.takeover.mode != "off" else frozenset())
+    return caps | (GUARD_CAPS if config.guard.enabled else frozenset())
 
 
 def names(caps: Iterable[int]) -> list[str]:
-    return [NAMES.get(cap, f"cap_{cap}") for cap in sorted(caps)]
+    return [
+        f"cap_{_ALL_NAMES[cap]}" if cap < len(_ALL_NAMES) else f"cap_{cap}" for cap in sorted(caps)
+    ]
 
 
 def mask(caps: Iterable[int]) -> int:
@@ -224,7 +231,12 @@ def drop(accounts: Accounts, keep: frozenset[int]) -> None:
             _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, cap)
         _prctl(_PR_SET_KEEPCAPS, 0)
     except OSError as exc:
-        raise PrivilegeError(f"dropping privileges to {accounts.user}: {exc}") from None
+        # EPERM here usually means the start lacked CAP_SETUID, CAP_SETGID or CAP_SETPCAP
+        # (a unit whose CapabilityBoundingSet= leaves them out).
+        raise PrivilegeError(
+            f"dropping privileges to {accounts.user}: {exc} (the start needs CAP_SETUID, "
+            "CAP_SETGID and CAP_SETPCAP)"
+        ) from None
     found = read_sets("self")
     want = mask(keep)
     if any(value != want for value in found.values()) or os.getuid() == 0:

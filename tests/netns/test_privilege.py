@@ -6,7 +6,8 @@ CapAmb and CapBnd are exactly the kept set (two capabilities with takeover off, 
 takeover file). After the drop it still answers over UDP and TCP on 127.0.100.1:53, both
 locally and forwarded to a real dnsmasq through a socket bound to the tunnel device (lo
 here: SO_BINDTODEVICE after the drop); SIGHUP still reloads the config; a clean stop still
-gives resolv.conf back byte for byte (content, mode, owner, mtime). The control socket is
+gives resolv.conf back byte for byte (content, mode, owner, mtime), started within the
+packaged unit's bounding set only. The control socket is
 mode 0660, group stubresolver: a process running as another uid in that group may call
 `status` and `tunnel-down`, one outside the group is refused."""
 
@@ -96,7 +97,9 @@ def _read(path: Path) -> str:
         return ""
 
 
-def config_text(sysns: PrivateSystem, takeover: str, records: list[str]) -> str:
+def config_text(
+    sysns: PrivateSystem, takeover: str, records: list[str], *, guard: bool = False
+) -> str:
     return "\n".join(
         [
             f'listen: ["{STUB}:53"]',
@@ -112,15 +115,18 @@ def config_text(sysns: PrivateSystem, takeover: str, records: list[str]) -> str:
             f"control_socket: {RUN_DIR}/control.sock",
             "server: {user: stubresolver, group: stubresolver}",
             "logging: {level: info}",
+            f"guard: {{enabled: {'true' if guard else 'false'}}}",
             "",
         ]
     )
 
 
-def write_config(sysns: PrivateSystem, takeover: str, records: list[str]) -> Path:
+def write_config(
+    sysns: PrivateSystem, takeover: str, records: list[str], *, guard: bool = False
+) -> Path:
     """The config lives where the dropped daemon can read it again on SIGHUP."""
     path = sysns.etc / "stubresolver-test" / "config.yaml"
-    path.write_text(config_text(sysns, takeover, records))
+    path.write_text(config_text(sysns, takeover, records, guard=guard))
     path.chmod(0o644)
     return Path(RUN_DIR) / "config.yaml"
 
@@ -137,11 +143,26 @@ def cli(sysns: PrivateSystem, *args: str, uid: int = 0) -> tuple[int, str]:
     return done.returncode, done.stdout + done.stderr
 
 
-def start_stub(sysns: PrivateSystem, config: Path) -> Process:
-    proc = sysns.start(
-        "stub", [sys.executable, "-m", "stubresolver", "run", "-c", str(config)],
-        sysns.tmp / "stub.log",
-    )  # fmt: skip
+UNIT = Path(__file__).resolve().parents[2] / "packaging" / "stubresolver.service"
+
+
+def unit_bounding_set() -> list[str]:
+    """The packaged unit's CapabilityBoundingSet=, as setpriv spells the names."""
+    for line in UNIT.read_text().splitlines():
+        if line.startswith("CapabilityBoundingSet="):
+            return [name.lower().removeprefix("cap_") for name in line.split("=", 1)[1].split()]
+    raise AssertionError(f"{UNIT} has no CapabilityBoundingSet=")
+
+
+def start_stub(sysns: PrivateSystem, config: Path, *, as_unit: bool = False) -> Process:
+    """``as_unit``: start as root within the unit's bounding set, as systemd would (after
+    execve root's permitted set is the bounding set), so the drop is tested with only the
+    capabilities the unit grants."""
+    command = [sys.executable, "-m", "stubresolver", "run", "-c", str(config)]
+    if as_unit:
+        caps = ",".join(f"+{name}" for name in unit_bounding_set())
+        command = ["setpriv", f"--bounding-set=-all,{caps}", "--", *command]
+    proc = sysns.start("stub", command, sysns.tmp / "stub.log")
 
     def dropped() -> bool:
         code, out = cli(sysns, "status", "--json")
@@ -224,6 +245,8 @@ def test_takeover_off_keeps_two_capabilities_and_still_serves(system: PrivateSys
             lambda: answers(system, RELOADED[0], RELOADED[1]), proc, timeout=10, what="reload"
         )
         assert "config reloaded" in proc.log_tail(50)
+        # The new resolver's upstream sockets, bound to the device after the drop, forward.
+        assert answers(system, "after-reload.example", UPSTREAM_ANSWER), proc.log_tail()
         assert_dropped(proc.pid, SERVICE)
 
         # A VPN hook running unprivileged in the group takes the tunnel down: REFUSED.
@@ -237,9 +260,32 @@ def test_takeover_off_keeps_two_capabilities_and_still_serves(system: PrivateSys
     assert "running as stubresolver:stubresolver" in proc.log_tail(200)
 
 
+def test_the_guard_keeps_net_admin_and_nft_still_works_after_the_drop(
+    system: PrivateSystem,
+) -> None:
+    """With guard.enabled the dropped daemon keeps CAP_NET_ADMIN too, within the unit's
+    bounding set: its nft children read the counters for status and remove the table on a
+    clean stop."""
+    config = write_config(system, "off", [f"{LOCAL[0]}. 300 IN A {LOCAL[1]}"], guard=True)
+    proc = start_stub(system, config, as_unit=True)
+    try:
+        assert_dropped(proc.pid, SERVICE | {12})  # CAP_NET_ADMIN
+        _, out = cli(system, "status", "--json")
+        guard = json.loads(out)["guard"]
+        assert guard["active"] and guard["dropped"] == 0, guard  # nft listed its counters
+        tables = system.run(["nft", "list", "tables"]).stdout
+        assert "table inet stubresolver" in tables
+    finally:
+        assert proc.stop(signal.SIGTERM, grace=10) == 0, proc.log_tail()
+    assert "guard: table removed" in proc.log_tail(50)
+    assert "stubresolver" not in system.run(["nft", "list", "tables"]).stdout
+
+
 def test_takeover_file_keeps_five_and_restores_resolv_conf_exactly(
     system: PrivateSystem,
 ) -> None:
+    """Started within the packaged unit's CapabilityBoundingSet= only: it is enough for
+    the takeover, the control socket's group and the drop itself."""
     path = system.etc / "resolv.conf"
     path.write_bytes(ORIGINAL)
     path.chmod(0o640)
@@ -247,7 +293,7 @@ def test_takeover_file_keeps_five_and_restores_resolv_conf_exactly(
     os.utime(path, ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
     before = os.lstat(path)
     config = write_config(system, "file", [f"{LOCAL[0]}. 300 IN A {LOCAL[1]}"])
-    proc = start_stub(system, config)
+    proc = start_stub(system, config, as_unit=True)
     try:
         assert is_ours(path.read_bytes())
         assert_dropped(proc.pid, TAKEOVER)
@@ -302,4 +348,9 @@ def test_a_manager_that_trusts_only_root_keeps_the_daemon_root_and_says_why(
     finally:
         assert proc.stop(signal.SIGTERM, grace=10) == 0, proc.log_tail()
     assert (system.etc / "resolv.conf").read_bytes() == ORIGINAL
-    assert (system.tmp / "calls.log").read_text().splitlines() == ["nmcli general reload conf"] * 2
+    calls = (system.tmp / "calls.log").read_text().splitlines()
+    # First the start-up read of the IPv6 servers links learned (learned.py), then the steps.
+    assert (
+        calls
+        == ["nmcli -t -f GENERAL.DEVICE,IP6.DNS device show"] + ["nmcli general reload conf"] * 2
+    )

@@ -10,7 +10,7 @@ import pytest
 
 from stubresolver import privilege
 from stubresolver.cli import EXIT_CONFIG, main
-from stubresolver.config import Config, ServerConfig, TakeoverConfig, UpstreamConfig
+from stubresolver.config import Config, GuardConfig, ServerConfig, TakeoverConfig, UpstreamConfig
 from stubresolver.errors import ConfigError
 
 UPSTREAM = UpstreamConfig("udp://10.8.0.1", "udp", "10.8.0.1", 53, None, None)
@@ -71,3 +71,16 @@ def test_check_config_rejects_a_user_that_does_not_exist(
     path.write_text("upstreams: [udp://10.8.0.1]\nserver: {user: no-such-user-here}\n")
     assert main(["check-config", "-c", str(path)]) == EXIT_CONFIG
     assert "server.user: no such user 'no-such-user-here'" in capsys.readouterr().err
+
+
+def test_capability_names_follow_the_kernel_numbers() -> None:
+    assert privilege.names([0, 1, 3, 10, 13, 21, 40, 63]) == [
+        "cap_chown", "cap_dac_override", "cap_fowner", "cap_net_bind_service", "cap_net_raw",
+        "cap_sys_admin", "cap_checkpoint_restore", "cap_63",
+    ]  # fmt: skip
+
+
+def test_the_guard_adds_net_admin_for_nft() -> None:
+    guarded = Config(upstreams=(UPSTREAM,), guard=GuardConfig(enabled=True))
+    assert privilege.kept(guarded) == {10, 12, 13}
+    assert "cap_net_admin" in privilege.names(privilege.kept(guarded))
