@@ -427,17 +427,11 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _remove_guard_if_there() -> int:
-    """`restore` gives back a system without the guard too (a lockdown's, or a crashed
-    daemon's table), when nft is there to ask."""
     from stubresolver.errors import GuardError  # noqa: PLC0415
     from stubresolver.guard import nftables  # noqa: PLC0415
 
     try:
-        nftables.nft_path()
-    except GuardError:
-        return 0  # no nft: no guard can be loaded here
-    try:
-        if nftables.remove_table():
+        if nftables.remove_if_there():
             print("restored: guard table inet stubresolver removed")
     except GuardError as exc:
         print(f"stubresolver restore: {exc}", file=sys.stderr)

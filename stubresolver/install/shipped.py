@@ -48,14 +48,19 @@ def for_prefix(text: bytes, prefix: Path) -> bytes:
 # that silently keeps takeover off.
 _TAKEOVER_MODE = re.compile(rb'^(  mode: )"off"( *#.*)?$', re.MULTILINE)
 _ACCOUNT_LINE = rb"^  # (user|group): stubresolver$"
+_GUARD_ENABLED = re.compile(rb"^(  enabled: )false$", re.MULTILINE)
 
 
 def render_config(example: bytes, account: str) -> bytes:
     """config.example.yaml with takeover.mode auto (the installed service owns the system's
-    DNS) and server.user / server.group set to the service account."""
+    DNS), the guard on (no other program's DNS leaves outside the tunnel) and server.user /
+    server.group set to the service account."""
     text, count = _TAKEOVER_MODE.subn(lambda m: m.group(1) + b"auto" + (m.group(2) or b""), example)
     if count != 1:
         raise InstallError('config.example.yaml: no single `takeover.mode: "off"` line')
+    text, count = _GUARD_ENABLED.subn(b"\\1true", text)
+    if count != 1:
+        raise InstallError("config.example.yaml: no single `guard.enabled: false` line")
     text, count = re.subn(
         _ACCOUNT_LINE, lambda m: b"  " + m.group(1) + b": " + account.encode(), text, flags=re.M
     )

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from stubresolver.errors import InstallError, TakeoverError
+from stubresolver.errors import GuardError, InstallError, TakeoverError
+from stubresolver.guard import nftables
 from stubresolver.takeover import runner, session
 from stubresolver.takeover.steps import (
     MakeDir,
@@ -62,12 +63,16 @@ class DeleteAccount:
 
 @dataclass(frozen=True, slots=True)
 class RestoreDns:
-    """`stubresolver restore`: give back what a takeover replaced, from its journal."""
+    """`stubresolver restore`: give back what a takeover replaced, from its journal, and
+    remove the guard's table if one is left (lockdown)."""
 
     state_dir: Path
 
     def describe(self) -> str:
-        return f"restore the system's DNS from the takeover journal in {self.state_dir}, if any"
+        return (
+            f"restore the system's DNS from the takeover journal in {self.state_dir}, if any,"
+            " and remove the guard's table, if any"
+        )
 
 
 InstallStep = Step | RemoveTree | DeleteAccount | RestoreDns
@@ -90,10 +95,15 @@ def execute(step: InstallStep) -> list[str]:
             _delete_account(step)
         else:
             done = session.restore(step.state_dir)
-            if done is None:  # a clean stop with restore_on_exit put it back already
-                return ["nothing left to restore: no takeover journal"]
-            return [f"restored: {line}" for line in done]
-    except (TakeoverError, OSError) as exc:
+            lines = (
+                ["nothing left to restore: no takeover journal"]  # a clean stop did it
+                if done is None
+                else [f"restored: {line}" for line in done]
+            )
+            if nftables.remove_if_there():  # a lockdown's table outlives the service
+                lines.append("restored: guard table inet stubresolver removed")
+            return lines
+    except (TakeoverError, GuardError, OSError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise InstallError(f"{step.describe()}: {reason}") from None
     return []

@@ -231,6 +231,7 @@ def test_install_runs_the_service_is_idempotent_and_uninstall_leaves_nothing(
     pid = int((system.tmp / "systemd" / "stubresolver.pid").read_text())
     now = status(system)
     assert now["pid"] == pid and now["takeover"]["active"]
+    assert now["guard"]["active"], now["guard"]  # the installed config turns the guard on
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     assert b"/opt/stubresolver/bin/stubresolver" in cmdline and b"run" in cmdline
     assert is_ours(resolv.read_bytes())

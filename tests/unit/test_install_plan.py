@@ -202,15 +202,17 @@ def test_the_installed_config_is_the_example_with_takeover_auto_and_the_account(
     config = parse_config(yaml.safe_load(text))
     assert config.takeover.mode == "auto"
     assert (config.server.user, config.server.group) == ("stubresolver", "stubresolver")
+    assert config.guard.enabled
     example = parse_config(yaml.safe_load(SHIPPED.config_example))
     assert example.takeover.mode == "off"  # the example itself stays safe to run anywhere
+    assert not example.guard.enabled
     # Every other line is the example's: its comments document the installed file.
     changed = [
         (a, b)
         for a, b in zip(SHIPPED.config_example.splitlines(), text.splitlines(), strict=True)
         if a != b
     ]
-    assert len(changed) == 3
+    assert len(changed) == 4
     with pytest.raises(InstallError, match=r"takeover\.mode"):
         render_config(b"takeover:\n  mode: file\n", "stubresolver")
 
