@@ -58,7 +58,8 @@ def build_resolver(config: Config, monitor: TunnelMonitor, announced: Announced)
         policy=LocalPolicy(
             config.local.reverse_via_vpn,
             single_label_nxdomain=config.local.single_label == "nxdomain",
-            records=config.local.records + config.bootstrap_hosts,
+            records=config.local.records,
+            bootstrap=config.bootstrap_hosts,
             blocked=config.policy.blocked,
         ),
         aaaa=config.policy.aaaa,
