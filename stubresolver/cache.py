@@ -40,10 +40,10 @@ _EVICT_BATCH = 64
 @dataclass(frozen=True, slots=True)
 class Cached:
     """What `Cache.peek` found: the answer as a hit would send it now (TTLs aged), and
-    the seconds left before the entry expires."""
+    the whole seconds left, counted as a hit ages the TTLs (so it matches the answer's)."""
 
     response: bytes
-    ttl_left: float
+    ttl_left: int
 
 
 class Cache:
@@ -104,8 +104,9 @@ class Cache:
             return None
         offsets = _OFFSETS[count].unpack_from(entry, _HEAD.size) if count else ()
         start = _HEAD.size + 2 * count
-        patched = wire.patch_response(entry[start:], msg_id, qname, offsets, int(now - inserted))
-        return Cached(patched, expires - now)
+        age = int(now - inserted)
+        patched = wire.patch_response(entry[start:], msg_id, qname, offsets, age)
+        return Cached(patched, round(expires - inserted) - age)
 
     def store(self, query: wire.Query, response: bytes, now: float) -> bool:
         """Cache ``response`` to ``query`` if it may be cached; return whether it was.

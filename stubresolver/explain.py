@@ -195,7 +195,7 @@ def _cached(resolver: Resolver, query: wire.Query, now: float) -> list[Result]:
         entry = cache.peek(wire.cache_key_with(query, bits), query.msg_id, query.qname, now)
         if entry is not None:
             found.append(
-                {"flags": _flags(bits), "ttl_left": int(entry.ttl_left), **_answer(entry.response)}
+                {"flags": _flags(bits), "ttl_left": entry.ttl_left, **_answer(entry.response)}
             )
     found.sort(key=lambda item: -int(item["ttl_left"]))
     return found

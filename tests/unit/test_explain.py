@@ -175,11 +175,11 @@ def test_cached_with_the_ttl_left_and_nothing_moves(tmp_path: Path) -> None:
     assert result["outcome"] == "cached"
     [entry] = result["cache"]
     assert entry["flags"] == "RD"  # the form glibc asks in: RD, no EDNS
-    assert entry["ttl_left"] == 259
+    assert entry["ttl_left"] == 260  # as a hit ages the TTLs: whole seconds
     assert entry["answers"] == ["WWW.example. 260 IN A 192.0.2.1"]  # the asked spelling
     # A query in another form (EDNS) misses and would be forwarded: say where.
     assert result["forward"]["upstreams"][0]["url"] == "udp://10.66.0.53"
-    assert "259 s left" in format_explain(result)
+    assert "260 s left" in format_explain(result)
     assert list(resolver.cache._entries) == order_before  # no LRU move
     untouched(resolver)
     # Expired: not served; the entry stays for the next real lookup to drop.
