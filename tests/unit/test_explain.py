@@ -19,7 +19,7 @@ from stubresolver.app import build_resolver
 from stubresolver.cli import format_explain
 from stubresolver.config import load_config
 from stubresolver.errors import UpstreamError
-from stubresolver.explain import explain
+from stubresolver.explain import RULE_REASONS, explain
 from stubresolver.policy import LocalPolicy, Match, Rule
 from stubresolver.resolver import Resolver
 from stubresolver.tunnel import TunnelMonitor
@@ -281,3 +281,7 @@ def test_classify_is_what_answer_uses() -> None:
     data = dns.message.make_query("www.example.", "A").to_wire()
     query = wire.parse_query(data)
     assert policy.classify(query) is None and policy.answer(query, data) is None
+
+
+def test_every_rule_has_a_reason() -> None:
+    assert set(RULE_REASONS) == set(Rule)
