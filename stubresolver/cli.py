@@ -273,13 +273,18 @@ def format_explain(result: dict[str, Any]) -> str:
             f"{entry['ttl_left']} s left"
         )
         lines.extend(f"    {line}" for line in entry.get("answers") or [])
-    forward = result.get("forward") if outcome == "cached" else result
-    if outcome in ("cached", "forwarded") and forward:
-        lines.extend(_forward_lines(forward, miss=outcome == "cached"))
+    miss = result.get("miss") if outcome == "cached" else None
+    if miss and miss.get("outcome") == "forwarded":
+        lines.append("  a query in another form would be forwarded:")
+        lines.extend(_forward_lines(miss, "    "))
+    elif miss:
+        lines.append(f"  a query in another form: REFUSED ({miss.get('reason')})")
+    if outcome == "forwarded":
+        lines.extend(_forward_lines(result, "  "))
     return "\n".join(lines)
 
 
-def _forward_lines(forward: dict[str, Any], *, miss: bool) -> list[str]:
+def _forward_lines(forward: dict[str, Any], pad: str) -> list[str]:
     route = forward.get("route") or {}
     kind = route.get("kind")
     if kind == "route":
@@ -290,26 +295,25 @@ def _forward_lines(forward: dict[str, Any], *, miss: bool) -> list[str]:
         via = "default upstreams (no route matches)"
     addresses = ", ".join(forward.get("source_addresses") or []) or "-"
     lines = [
-        "  a query in another form would be forwarded:" if miss else "  forwarded:",
-        f"    route: {via}",
-        f"    interface: {forward.get('interface')} (from {addresses})",
-        "    upstreams, in the order they would be tried:",
+        f"{pad}route: {via}",
+        f"{pad}interface: {forward.get('interface')} (from {addresses})",
+        f"{pad}upstreams, in the order they would be tried:",
     ]
     for position, up in enumerate(forward.get("upstreams") or [], start=1):
         srtt = up.get("srtt_ms")
         state = "healthy" if up.get("healthy") else f"resting {up.get('resting_s')} s"
-        text = f"      {position}. {up.get('url')}  {state}"
+        text = f"{pad}  {position}. {up.get('url')}  {state}"
         text += f", srtt {srtt:.1f} ms" if isinstance(srtt, int | float) else ", no answers yet"
         lines.append(text)
         if "servers" in up:
             servers = ", ".join(up["servers"]) or "none"
-            lines.append(f"         announced servers: {servers}")
+            lines.append(f"{pad}     announced servers: {servers}")
         if up.get("fails"):
-            lines.append(f"         would fail: {up['fails']}")
+            lines.append(f"{pad}     would fail: {up['fails']}")
         if up.get("last_error"):
-            lines.append(f"         last error: {up['last_error']}")
+            lines.append(f"{pad}     last error: {up['last_error']}")
     if forward.get("joins_flight"):
-        lines.append("    (it would join the same question already in flight)")
+        lines.append(f"{pad}(it would join the same question already in flight)")
     return lines
 
 

@@ -119,19 +119,10 @@ def explain(resolver: Resolver, name: str, rdtype: str, state: TunnelState, now:
             "answers": [],
             "ede": {"code": AAAA_EDE[0], "text": AAAA_EDE[1]},
         }
+    # The cache comes before the gate (decide.py): with cache.flush_on_tunnel_change off,
+    # a cached answer is served while the tunnel is down.
     cached = _cached(resolver, query, now)
-    if not state.up:
-        ifname = state.ifname or resolver.decider.tunnel_label
-        refused = replies.refused_tunnel_down(query, data, ifname, wire.OUR_UDP_PAYLOAD)
-        return {
-            **head,
-            "outcome": "refused-tunnel-down",
-            "reason": f"tunnel {ifname} is down: nothing is forwarded, and nothing falls back",
-            "interface": ifname,
-            "cache": cached,
-            **_answer(refused),
-        }
-    forward = _forward(resolver, query, state, now)
+    miss = _miss(resolver, query, data, state, now)
     if cached:
         best = cached[0]
         return {
@@ -140,9 +131,26 @@ def explain(resolver: Resolver, name: str, rdtype: str, state: TunnelState, now:
             "reason": f"an answer from the cache, {best['ttl_left']} s left "
             f"(queries with {best['flags']})",
             "cache": cached,
-            "forward": forward,  # where a query in another form would go
+            "miss": miss,  # what a query in another form would get
         }
-    return {**head, "outcome": "forwarded", "reason": _forward_reason(forward), **forward}
+    return {**head, **miss}
+
+
+def _miss(
+    resolver: Resolver, query: wire.Query, data: bytes, state: TunnelState, now: float
+) -> Result:
+    """What a query the cache cannot answer gets: the gate, then the forward."""
+    if not state.up:
+        ifname = state.ifname or resolver.decider.tunnel_label
+        refused = replies.refused_tunnel_down(query, data, ifname, wire.OUR_UDP_PAYLOAD)
+        return {
+            "outcome": "refused-tunnel-down",
+            "reason": f"tunnel {ifname} is down: nothing is forwarded, and nothing falls back",
+            "interface": ifname,
+            **_answer(refused),
+        }
+    forward = _forward(resolver, query, state, now)
+    return {"outcome": "forwarded", "reason": _forward_reason(forward), **forward}
 
 
 def _head(name: str, rdtype: str) -> Result:

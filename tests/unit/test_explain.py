@@ -20,6 +20,7 @@ from stubresolver.cli import format_explain
 from stubresolver.config import load_config
 from stubresolver.errors import UpstreamError
 from stubresolver.explain import RULE_REASONS, explain
+from stubresolver.outcome import Outcome
 from stubresolver.policy import LocalPolicy, Match, Rule
 from stubresolver.resolver import Resolver
 from stubresolver.tunnel import TunnelMonitor
@@ -178,7 +179,8 @@ def test_cached_with_the_ttl_left_and_nothing_moves(tmp_path: Path) -> None:
     assert entry["ttl_left"] == 260  # as a hit ages the TTLs: whole seconds
     assert entry["answers"] == ["WWW.example. 260 IN A 192.0.2.1"]  # the asked spelling
     # A query in another form (EDNS) misses and would be forwarded: say where.
-    assert result["forward"]["upstreams"][0]["url"] == "udp://10.66.0.53"
+    assert result["miss"]["outcome"] == "forwarded"
+    assert result["miss"]["upstreams"][0]["url"] == "udp://10.66.0.53"
     assert "260 s left" in format_explain(result)
     assert list(resolver.cache._entries) == order_before  # no LRU move
     untouched(resolver)
@@ -190,7 +192,6 @@ def test_cached_with_the_ttl_left_and_nothing_moves(tmp_path: Path) -> None:
 
 def test_tunnel_down_refuses_and_names_the_interface(tmp_path: Path) -> None:
     resolver, _ = make(tmp_path)
-    store(resolver, "www.example.", use_edns=False)
     result = explain(resolver, "www.example", "A", DOWN, NOW)
     assert result["outcome"] == "refused-tunnel-down"
     assert result["interface"] == "wg*"  # no device: the configured pattern
@@ -200,6 +201,23 @@ def test_tunnel_down_refuses_and_names_the_interface(tmp_path: Path) -> None:
     assert explain(resolver, "www.example", "A", gone, NOW)["interface"] == "wg0"
     assert "REFUSED" in format_explain(result)
     untouched(resolver)
+
+
+def test_cache_is_served_while_the_tunnel_is_down_as_decide_does(tmp_path: Path) -> None:
+    """With the cache kept across tunnel changes, a cached answer comes before the gate;
+    a query in another form is refused. The real decider agrees."""
+    resolver, _ = make(tmp_path, cache={"flush_on_tunnel_change": False})
+    store(resolver, "www.example.", use_edns=False)
+    result = explain(resolver, "www.example", "A", DOWN, NOW + 1)
+    assert result["outcome"] == "cached"
+    assert result["miss"]["outcome"] == "refused-tunnel-down"
+    assert "a query in another form: REFUSED" in format_explain(result)
+    untouched(resolver)
+    plain = dns.message.make_query("www.example.", "A", use_edns=False).to_wire()
+    assert resolver.decider.decide(plain, DOWN, NOW + 1).outcome is Outcome.CACHED  # type: ignore[union-attr]
+    edns = dns.message.make_query("www.example.", "A", use_edns=0).to_wire()
+    decision = resolver.decider.decide(edns, DOWN, NOW + 1)
+    assert decision.outcome is Outcome.REFUSED_TUNNEL_DOWN  # type: ignore[union-attr]
 
 
 def test_forwarded_default_route_in_health_order(tmp_path: Path) -> None:
