@@ -18,8 +18,9 @@ from stubresolver.announce import Announced, Announcement
 from stubresolver.app import build_resolver
 from stubresolver.cli import format_explain
 from stubresolver.config import load_config
+from stubresolver.decide import AnswerNow, Forward
 from stubresolver.errors import UpstreamError
-from stubresolver.explain import RULE_REASONS, explain
+from stubresolver.explain import RULE_REASONS, explain, probe
 from stubresolver.outcome import Outcome
 from stubresolver.policy import LocalPolicy, Match, Rule
 from stubresolver.resolver import Resolver
@@ -303,3 +304,48 @@ def test_classify_is_what_answer_uses() -> None:
 
 def test_every_rule_has_a_reason() -> None:
     assert set(RULE_REASONS) == set(Rule)
+
+
+EXPECTED = {
+    "local": Outcome.LOCAL,
+    "aaaa-nodata": Outcome.LOCAL,
+    "cached": Outcome.CACHED,
+    "refused-tunnel-down": Outcome.REFUSED_TUNNEL_DOWN,
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "rdtype", "state"),
+    [
+        ("printer.lan.", "A", UP),
+        ("vpn.example.net.", "AAAA", DOWN),
+        ("nas.home.arpa.", "A", UP),
+        ("mask.icloud.com.", "A", UP),
+        ("com.", "NS", UP),  # single label, but a zone type: forwarded
+        ("nas.", "A", UP),
+        ("1.1.168.192.in-addr.arpa.", "PTR", UP),
+        ("8.8.8.8.in-addr.arpa.", "PTR", UP),
+        ("www.example.", "AAAA", UP),
+        ("www.example.", "AAAA", UP6),
+        ("www.example.", "A", UP),
+        ("cached.example.", "A", UP),
+        ("cached.example.", "A", DOWN),
+        ("www.example.", "A", DOWN),
+        ("x.corp.example.", "A", UP),
+    ],
+)
+def test_explain_says_what_decide_does(
+    tmp_path: Path, name: str, rdtype: str, state: TunnelState
+) -> None:
+    """The same probe bytes through the hot path's decider give the outcome explain named
+    (explain first: the decider counts and remembers, explain must not)."""
+    resolver, _ = make(tmp_path, cache={"flush_on_tunnel_change": False})
+    store(resolver, "cached.example.", use_edns=0)
+    result = explain(resolver, name, rdtype, state, NOW)
+    untouched(resolver)
+    decision = resolver.decider.decide(probe(name, rdtype), state, NOW)
+    if result["outcome"] == "forwarded":
+        assert isinstance(decision, Forward)
+    else:
+        assert isinstance(decision, AnswerNow)
+        assert decision.outcome is EXPECTED[result["outcome"]]
