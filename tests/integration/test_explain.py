@@ -44,7 +44,7 @@ def stub_config(tmp: Path, unbound: Unbound, **overrides: Any) -> dict[str, Any]
         "listen": [f"{STUB_ADDR}:{free_port(STUB_ADDR)}"],
         "tunnel": {"interfaces": ["lo"]},
         "upstreams": [f"udp://{unbound.addr}:{unbound.port}"],
-        "routes": {"corp.example": [f"udp://{ROUTE_ADDR}:53"]},
+        "routes": {"corp.example": [f"udp://{ROUTE_ADDR}:53"], "vpn-only.example": ["vpn"]},
         "local": {"records": ["printer.lan. 300 IN A 192.168.1.5"]},
         # lo carries ::1, so `auto` would forward AAAA: `never` arranges the AAAA policy.
         "policy": {"aaaa": "never"},
@@ -168,6 +168,25 @@ def test_human_text_and_cli_errors(stub: StubProcess) -> None:
     # No query name reaches the log unless logging.queries is on (it is off here).
     cli("explain", "--config", str(stub.config), "secret-name-7f3a.example")
     assert "secret-name-7f3a" not in stub.stderr
+
+
+def test_announced_domain_routes_to_the_announced_servers(stub: StubProcess) -> None:
+    """Runs after the others in this module: an announcement flushes the cache."""
+    socket_path = str(stub.config.parent / "control.sock")
+    proc = cli(
+        "tunnel-up", "--socket", socket_path, "--interface", "lo",
+        "--dns", "127.0.130.3", "--dns", "127.0.130.4", "--domain", "announced.example",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    before = counters(stub)
+    result = explain(stub, "git.announced.example")
+    assert result["route"] == {"kind": "announced", "suffix": "announced.example."}
+    [vpn] = result["upstreams"]
+    assert (vpn["url"], vpn["servers"]) == ("vpn", ["127.0.130.3", "127.0.130.4"])
+    text = cli("explain", "--socket", socket_path, "git.announced.example").stdout
+    assert "domain announced.example. the VPN announced" in text
+    assert "announced servers: 127.0.130.3, 127.0.130.4" in text
+    assert counters(stub) == before
 
 
 def test_tunnel_down_names_the_interface(tmp_path: Path, unbound: Unbound) -> None:
