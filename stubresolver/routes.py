@@ -60,12 +60,17 @@ class Router:
 
     def candidates(self, qname_lower: bytes) -> tuple[int, ...]:
         """The upstreams for ``qname_lower`` (wire form, lower case), in config order."""
-        if not self._routes and not self._announced_wire():
+        if not self._routes and (self._announced is None or not self._announced.domains_wire):
             return self._default  # the common setup: one list for every name
-        return self.choose(qname_lower).upstreams
+        return self._walk(qname_lower)[2]
 
     def choose(self, qname_lower: bytes) -> RouteChoice:
         """The route that takes ``qname_lower``, with its suffix (`explain` prints it)."""
+        return RouteChoice(*self._walk(qname_lower))
+
+    def _walk(self, qname_lower: bytes) -> tuple[str, bytes | None, tuple[int, ...]]:
+        """(kind, suffix, upstreams) of the longest matching suffix: the one match rule.
+        A plain tuple: a frozen dataclass costs a few hundred ns more per flight."""
         routes = self._routes
         announced = self._announced_wire()
         pos = 0
@@ -73,12 +78,12 @@ class Router:
             suffix = qname_lower[pos:]
             found = routes.get(suffix)
             if found is not None:
-                return RouteChoice("route", suffix, found)
+                return ("route", suffix, found)
             if suffix in announced:
                 assert self._vpn is not None
-                return RouteChoice("announced", suffix, self._vpn)
+                return ("announced", suffix, self._vpn)
             pos += qname_lower[pos] + 1
-        return RouteChoice("default", None, self._default)
+        return ("default", None, self._default)
 
     def _announced_wire(self) -> frozenset[bytes] | tuple[()]:
         return self._announced.domains_wire if self._announced is not None else ()
