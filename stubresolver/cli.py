@@ -29,6 +29,15 @@ CONTROL_COMMANDS = {
     "explain": "say what the daemon would do with a query now, and why (changes nothing)",
 }
 
+_EPILOGS = {
+    "explain": "The answer is one of: answered locally (and by which rule), NODATA by "
+    "policy.aaaa, served from the cache (with the seconds left), forwarded (the route, the "
+    "upstreams in the order they would be tried, the tunnel interface), or REFUSED (the "
+    "tunnel is down, or the name is malformed). It reads the daemon's live state and "
+    "changes nothing: no counter moves and nothing is sent. Example: stubresolver explain "
+    "www.example.com AAAA",
+}
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -62,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     cmd = sub.add_parser("guard", help=text, description=text)
     cmd.add_argument("action", choices=("off", "show"))
     for name, text in CONTROL_COMMANDS.items():
-        cmd = sub.add_parser(name, help=text, description=text)
+        cmd = sub.add_parser(name, help=text, description=text, epilog=_EPILOGS.get(name))
         where = cmd.add_mutually_exclusive_group()
         where.add_argument(
             "--socket",
