@@ -62,7 +62,8 @@ def build_resolver(config: Config, monitor: TunnelMonitor, announced: Announced)
         policy=LocalPolicy(
             config.local.reverse_via_vpn,
             single_label_nxdomain=config.local.single_label == "nxdomain",
-            records=config.local.records + config.bootstrap_hosts,
+            records=config.local.records,
+            bootstrap=config.bootstrap_hosts,
             blocked=config.policy.blocked,
         ),
         aaaa=config.policy.aaaa,
@@ -413,6 +414,21 @@ class Service:
         before = self.monitor.state
         state = self.monitor.hold_down(name) if name else self.monitor.refresh()
         return {"ok": True, "changed": state.epoch != before.epoch, "tunnel": tunnel_dict(state)}
+
+    def explain(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """``explain``: what the running resolver would do now with a query for ``name``
+        and ``type`` (default A), read from its live state without changing any of it."""
+        name = request.get("name")
+        rdtype = request.get("type", "A")
+        if not isinstance(name, str) or not name or len(name) > 1024:
+            raise ValueError('explain needs "name": the query name')
+        if not isinstance(rdtype, str) or not rdtype or len(rdtype) > 32:
+            raise ValueError('"type" must be a DNS type like A, AAAA or MX')
+        # dnspython is loaded only when someone asks: a running daemon stays lighter.
+        from stubresolver.explain import explain as explain_query  # noqa: PLC0415
+
+        resolver = self.resolver
+        return explain_query(resolver, name, rdtype, self.monitor.state, resolver.now())
 
     def flush_cache(self) -> int:
         cache = self.resolver.cache

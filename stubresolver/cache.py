@@ -37,6 +37,15 @@ _ENTRY_OVERHEAD = 140
 _EVICT_BATCH = 64
 
 
+@dataclass(frozen=True, slots=True)
+class Cached:
+    """What `Cache.peek` found: the answer as a hit would send it now (TTLs aged), and
+    the whole seconds left, counted as a hit ages the TTLs (so it matches the answer's)."""
+
+    response: bytes
+    ttl_left: int
+
+
 class Cache:
     """LRU cache of responses keyed by ``Query.cache_key()``, bounded in entries and bytes.
 
@@ -81,6 +90,23 @@ class Cache:
         offsets = _OFFSETS[count].unpack_from(entry, _HEAD.size) if count else ()
         start = _HEAD.size + 2 * count
         return wire.patch_response(entry[start:], msg_id, qname, offsets, int(now - inserted))
+
+    def peek(self, key: bytes, msg_id: int, qname: bytes, now: float) -> Cached | None:
+        """The entry for ``key`` as a hit would serve it now to a client with this ID and
+        question spelling (as `lookup_key`), without the side effects of a
+        lookup: no hit or miss counted, no LRU move, an expired entry left for the next
+        lookup to drop (`stubresolver explain` must not change what it explains)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires, inserted, count = _HEAD.unpack_from(entry)
+        if now >= expires:
+            return None
+        offsets = _OFFSETS[count].unpack_from(entry, _HEAD.size) if count else ()
+        start = _HEAD.size + 2 * count
+        age = int(now - inserted)
+        patched = wire.patch_response(entry[start:], msg_id, qname, offsets, age)
+        return Cached(patched, round(expires - inserted) - age)
 
     def store(self, query: wire.Query, response: bytes, now: float) -> bool:
         """Cache ``response`` to ``query`` if it may be cached; return whether it was.

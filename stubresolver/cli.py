@@ -26,6 +26,16 @@ CONTROL_COMMANDS = {
     "reload": "re-read the config like SIGHUP (exit 2 and the reason if it is rejected)",
     "tunnel-up": "hand the DNS servers and domains the VPN announced to the daemon (VPN hooks)",
     "tunnel-down": "the VPN is going down: forget its servers and refuse at once (VPN hooks)",
+    "explain": "say what the daemon would do with a query now, and why (changes nothing)",
+}
+
+_EPILOGS = {
+    "explain": "The answer is one of: answered locally (and by which rule), NODATA by "
+    "policy.aaaa, served from the cache (with the seconds left), forwarded (the route, the "
+    "upstreams in the order they would be tried, the tunnel interface), or REFUSED (the "
+    "tunnel is down, or the name is malformed). It reads the daemon's live state and "
+    "changes nothing: no counter moves and nothing is sent. Example: stubresolver explain "
+    "www.example.com AAAA",
 }
 
 
@@ -81,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("action", choices=("off", "show"))
     _add_install_commands(sub)
     for name, text in CONTROL_COMMANDS.items():
-        cmd = sub.add_parser(name, help=text, description=text)
+        cmd = sub.add_parser(name, help=text, description=text, epilog=_EPILOGS.get(name))
         where = cmd.add_mutually_exclusive_group()
         where.add_argument(
             "--socket",
@@ -90,8 +100,11 @@ def _parser() -> argparse.ArgumentParser:
             "control_socket from --config)",
         )
         where.add_argument("--config", "-c", help="read control_socket from this config file")
-        if name == "status":
-            cmd.add_argument("--json", action="store_true", help="print the raw JSON status")
+        if name in ("status", "explain"):
+            cmd.add_argument("--json", action="store_true", help="print the raw JSON response")
+        if name == "explain":
+            cmd.add_argument("name", help="the query name, e.g. www.example.com")
+            cmd.add_argument("type", nargs="?", default="A", help="the query type (default A)")
         if name in ("tunnel-up", "tunnel-down"):
             cmd.add_argument(
                 "--interface",
@@ -212,6 +225,8 @@ def _control(args: argparse.Namespace) -> int:
         return EXIT_CONFIG if args.command == "reload" else EXIT_RUNTIME
     if args.command == "status":
         print(json.dumps(response, indent=2) if args.json else format_status(response))
+    elif args.command == "explain":
+        print(json.dumps(response, indent=2) if args.json else format_explain(response))
     elif args.command == "flush":
         print(f"flushed {response.get('flushed', 0)} cached answer(s)")
     elif args.command == "tunnel-up":
@@ -231,13 +246,16 @@ def _control(args: argparse.Namespace) -> int:
 
 
 def _fields(args: argparse.Namespace) -> dict[str, Any]:
-    """The request fields of tunnel-up / tunnel-down; none for the other commands."""
+    """The request fields of tunnel-up / tunnel-down / explain; none for the others."""
     fields: dict[str, Any] = {}
     if getattr(args, "interface", None):
         fields["interface"] = args.interface
     if args.command == "tunnel-up":
         fields["dns"] = args.dns
         fields["domains"] = args.domain
+    if args.command == "explain":
+        fields["name"] = args.name
+        fields["type"] = args.type
     return fields
 
 
@@ -317,6 +335,81 @@ def format_status(status: dict[str, Any]) -> str:
         "outcomes: " + (", ".join(f"{k} {v}" for k, v in counted.items()) or "no queries yet")
     )
     return "\n".join(lines)
+
+
+_EXPLAIN_HEADLINES = {
+    "local": "answered locally",
+    "aaaa-nodata": "answered locally: NODATA (AAAA policy)",
+    "cached": "served from the cache",
+    "forwarded": "forwarded",
+    "refused-tunnel-down": "REFUSED: the tunnel is down",
+    "refused-malformed-name": "REFUSED: malformed name",
+}
+
+
+def format_explain(result: dict[str, Any]) -> str:
+    """The human-readable `explain` answer: the outcome, the reason, then the detail."""
+    outcome = str(result.get("outcome"))
+    lines = [
+        f"{result.get('name')} {result.get('type')}: {_EXPLAIN_HEADLINES.get(outcome, outcome)}",
+        f"  why: {result.get('reason')}",
+    ]
+    if result.get("rule"):
+        lines.append(f"  rule: {result['rule']}")
+    if result.get("rcode") and outcome != "forwarded":
+        answers = result.get("answers") or []
+        lines.append(f"  answer: {result['rcode']}{'' if answers else ' (no records)'}")
+        lines.extend(f"    {line}" for line in answers)
+    if result.get("ede"):
+        lines.append(f"  extended error {result['ede']['code']}: {result['ede']['text']}")
+    for entry in result.get("cache") or []:
+        lines.append(
+            f"  cached for queries with {entry['flags']}: {entry['rcode']}, "
+            f"{entry['ttl_left']} s left"
+        )
+        lines.extend(f"    {line}" for line in entry.get("answers") or [])
+    miss = result.get("miss") if outcome == "cached" else None
+    if miss and miss.get("outcome") == "forwarded":
+        lines.append("  a query in another form would be forwarded:")
+        lines.extend(_forward_lines(miss, "    "))
+    elif miss:
+        lines.append(f"  a query in another form: REFUSED ({miss.get('reason')})")
+    if outcome == "forwarded":
+        lines.extend(_forward_lines(result, "  "))
+    return "\n".join(lines)
+
+
+def _forward_lines(forward: dict[str, Any], pad: str) -> list[str]:
+    route = forward.get("route") or {}
+    kind = route.get("kind")
+    if kind == "route":
+        via = f"route {route.get('suffix')} (routes in the config)"
+    elif kind == "announced":
+        via = f"domain {route.get('suffix')} the VPN announced"
+    else:
+        via = "default upstreams (no route matches)"
+    addresses = ", ".join(forward.get("source_addresses") or []) or "-"
+    lines = [
+        f"{pad}route: {via}",
+        f"{pad}interface: {forward.get('interface')} (from {addresses})",
+        f"{pad}upstreams, in the order they would be tried:",
+    ]
+    for position, up in enumerate(forward.get("upstreams") or [], start=1):
+        srtt = up.get("srtt_ms")
+        state = "healthy" if up.get("healthy") else f"resting {up.get('resting_s')} s"
+        text = f"{pad}  {position}. {up.get('url')}  {state}"
+        text += f", srtt {srtt:.1f} ms" if isinstance(srtt, int | float) else ", no answers yet"
+        lines.append(text)
+        if "servers" in up:
+            servers = ", ".join(up["servers"]) or "none"
+            lines.append(f"{pad}     announced servers: {servers}")
+        if up.get("fails"):
+            lines.append(f"{pad}     would fail: {up['fails']}")
+        if up.get("last_error"):
+            lines.append(f"{pad}     last error: {up['last_error']}")
+    if forward.get("joins_flight"):
+        lines.append(f"{pad}(it would join the same question already in flight)")
+    return lines
 
 
 def _guard_text(guard: dict[str, Any]) -> str:

@@ -43,7 +43,15 @@ MAX_REQUEST = 4096
 REQUEST_TIMEOUT = 2.0
 #: Control connections served at once; more are answered with an error and closed.
 MAX_CONNECTIONS = 16
-COMMANDS = ("status", "flush", "tunnel-changed", "reload", "tunnel-up", "tunnel-down")
+COMMANDS = (
+    "status",
+    "flush",
+    "tunnel-changed",
+    "reload",
+    "tunnel-up",
+    "tunnel-down",
+    "explain",
+)
 
 Response = dict[str, Any]
 
@@ -70,6 +78,11 @@ class Controlled(Protocol):
 
     def withdraw(self, request: Mapping[str, Any]) -> Response:
         """``tunnel-down``: forget the announcement; the tunnel reads as down."""
+        ...
+
+    def explain(self, request: Mapping[str, Any]) -> Response:
+        """``explain`` with ``name`` and ``type``: what would happen to that query now,
+        changing nothing. ValueError with a message for a bad request."""
         ...
 
 
@@ -165,12 +178,14 @@ def dispatch(line: bytes, target: Controlled) -> Response:
     except ValueError as exc:
         return error(str(exc))
     try:
-        if cmd in ("tunnel-up", "tunnel-down"):
+        if cmd in ("tunnel-up", "tunnel-down", "explain"):
             try:
                 if cmd == "tunnel-up":
                     return target.announce(request)
+                if cmd == "explain":
+                    return target.explain(request)
                 return target.withdraw(request)
-            except ValueError as exc:  # servers or names the stub cannot use (announce.py)
+            except ValueError as exc:  # servers, names or types the stub cannot use
                 return error(str(exc))
         if cmd == "status":
             return target.control_status()
@@ -321,8 +336,16 @@ class ControlServer:
         if not line.strip():
             return error("empty request")
         response = dispatch(line, self.target)
-        log.debug("control request %.64r -> %s", line.strip(), _summary(response))
+        log.debug("control request %.64r -> %s", _loggable(line), _summary(response))
         return response
+
+
+def _loggable(line: bytes) -> bytes:
+    """The request line for the debug log; an ``explain`` request carries a query name,
+    which is never logged (only logging.queries logs names, and only the resolver's)."""
+    if b'"explain"' in line:
+        return b'{"cmd": "explain", ...}'
+    return line.strip()
 
 
 def _summary(response: Response) -> str:

@@ -29,6 +29,16 @@ _WIRE_OUTCOMES = {
 AAAA_EDE = (17, "AAAA filtered: no IPv6 inside the tunnel (policy.aaaa)")
 
 
+def aaaa_nodata_in(aaaa: str, state: TunnelState) -> bool:
+    """True when policy ``aaaa`` answers AAAA NODATA under ``state``. An AAAA answer while
+    the tunnel has no IPv6 address would send the client's connection out over another
+    interface's IPv6 route, outside the tunnel; NODATA makes it use IPv4 (RFC 8305 happy
+    eyeballs falls back at once). While the tunnel is down the gate refuses anyway."""
+    if aaaa == "auto":
+        return state.up and state.address_for(socket.AF_INET6) is None
+    return aaaa == "never"
+
+
 @dataclass(slots=True, frozen=True)
 class AnswerNow:
     """Send ``response`` at once. ``query`` is the parsed query, None for a packet that did
@@ -87,15 +97,12 @@ class Decider:
         self.hot = hot if hot is not None else HotQueries()
 
     def aaaa_nodata(self, state: TunnelState) -> bool:
-        """True when AAAA queries get NODATA now. An AAAA answer while the tunnel has no
-        IPv6 address would send the client's connection out over another interface's IPv6
-        route, outside the tunnel; NODATA makes it use IPv4 (RFC 8305 happy eyeballs falls
-        back at once). While the tunnel is down the gate refuses anyway."""
+        """`aaaa_nodata_in` for this policy, worked out once per tunnel state."""
         if self.aaaa != "auto":
             return self._aaaa_nodata
         if state is not self._aaaa_state:  # TunnelState is immutable: one check per state
             self._aaaa_state = state
-            self._aaaa_nodata = state.up and state.address_for(socket.AF_INET6) is None
+            self._aaaa_nodata = aaaa_nodata_in(self.aaaa, state)
         return self._aaaa_nodata
 
     def decide(self, data: bytes, state: TunnelState, now: float) -> Decision:

@@ -92,6 +92,10 @@ class Resolver:
         self._background: set[asyncio.Task[None]] = set()
         self.stats = ResolverStats()
 
+    def now(self) -> float:
+        """The resolver's clock (the one its cache and health ledger run on)."""
+        return self._clock()
+
     @property
     def health(self) -> list[UpstreamHealth]:
         """Each upstream's health, in `upstreams` order (the one ledger: `selection`)."""

@@ -14,10 +14,21 @@ other: a route chooses among the tunnel's servers, never a way around it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from stubresolver import wire
 from stubresolver.announce import Announced
 from stubresolver.config import Route, UpstreamConfig
+
+
+@dataclass(frozen=True, slots=True)
+class RouteChoice:
+    """Why a name goes where it goes: ``kind`` is "route" (a configured route's suffix),
+    "announced" (a domain the VPN announced) or "default" (``upstreams``)."""
+
+    kind: str
+    suffix: bytes | None  # wire form; None for the default
+    upstreams: tuple[int, ...]
 
 
 class Router:
@@ -49,18 +60,30 @@ class Router:
 
     def candidates(self, qname_lower: bytes) -> tuple[int, ...]:
         """The upstreams for ``qname_lower`` (wire form, lower case), in config order."""
-        routes = self._routes
-        announced = self._announced.domains_wire if self._announced is not None else ()
-        if not routes and not announced:
+        if not self._routes and (self._announced is None or not self._announced.domains_wire):
             return self._default  # the common setup: one list for every name
+        return self._walk(qname_lower)[2]
+
+    def choose(self, qname_lower: bytes) -> RouteChoice:
+        """The route that takes ``qname_lower``, with its suffix (`explain` prints it)."""
+        return RouteChoice(*self._walk(qname_lower))
+
+    def _walk(self, qname_lower: bytes) -> tuple[str, bytes | None, tuple[int, ...]]:
+        """(kind, suffix, upstreams) of the longest matching suffix: the one match rule.
+        A plain tuple: a frozen dataclass costs a few hundred ns more per flight."""
+        routes = self._routes
+        announced = self._announced_wire()
         pos = 0
         while qname_lower[pos]:  # longest suffix first: the whole name, then its parent ...
             suffix = qname_lower[pos:]
             found = routes.get(suffix)
             if found is not None:
-                return found
+                return ("route", suffix, found)
             if suffix in announced:
                 assert self._vpn is not None
-                return self._vpn
+                return ("announced", suffix, self._vpn)
             pos += qname_lower[pos] + 1
-        return self._default
+        return ("default", None, self._default)
+
+    def _announced_wire(self) -> frozenset[bytes] | tuple[()]:
+        return self._announced.domains_wire if self._announced is not None else ()

@@ -76,6 +76,7 @@ KEY_CD = 2
 KEY_EDNS = 4
 KEY_AD = 8
 KEY_RD = 16
+KEY_ALL = KEY_DO | KEY_CD | KEY_EDNS | KEY_AD | KEY_RD
 
 _H = struct.Struct("!H")
 _HH = struct.Struct("!HH")
@@ -123,6 +124,12 @@ class Query:
 
     def question_key(self) -> bytes:
         return self.qname_lower + _HH.pack(self.qtype, self.qclass)
+
+
+def cache_key_with(query: Query, bits: int) -> bytes:
+    """The cache key of this question asked with other KEY_* bits (``explain`` looks up
+    every form); `parse_query` builds the same layout inline."""
+    return query.qname_lower + _HHI.pack(query.qtype, query.qclass, bits)
 
 
 def _read_name_uncompressed(data: bytes, pos: int) -> int:

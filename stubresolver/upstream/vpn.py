@@ -78,26 +78,32 @@ class VpnUpstream:
             server = self._servers[ip] = UdpUpstream(cfg)
         return server
 
-    def exchange_cb(self, query: bytes, state: TunnelState, done: Done, key: bytes) -> Withdraw:
+    def servers_now(self, state: TunnelState) -> list[str]:
+        """The announced servers in the order a query would try them under ``state`` (the
+        last one that answered first). Raises UpstreamError when none may be asked. Pure,
+        so `explain` reads the same order the exchange uses."""
         announcement = self.announced.current
         if announcement is None or not announcement.servers:
-            done(None, UpstreamError("connect", self.url, "the VPN announced no DNS server"))
-            return _nothing
+            raise UpstreamError("connect", self.url, "the VPN announced no DNS server")
         if state.ifname != announcement.interface:
-            done(
-                None,
-                UpstreamError(
-                    "tunnel",
-                    self.url,
-                    f"its servers were announced for {announcement.interface}, "
-                    f"the tunnel is {state.ifname or 'absent'}",
-                ),
+            raise UpstreamError(
+                "tunnel",
+                self.url,
+                f"its servers were announced for {announcement.interface}, "
+                f"the tunnel is {state.ifname or 'absent'}",
             )
-            return _nothing
         servers = list(announcement.servers)
         if self._preferred in servers:
             servers.remove(self._preferred)
             servers.insert(0, self._preferred)
+        return servers
+
+    def exchange_cb(self, query: bytes, state: TunnelState, done: Done, key: bytes) -> Withdraw:
+        try:
+            servers = self.servers_now(state)
+        except UpstreamError as exc:
+            done(None, exc)
+            return _nothing
         attempt = _Attempt(done)
         self._try(attempt, servers, query, state, key, None)
         return attempt.withdraw
