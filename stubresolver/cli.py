@@ -552,6 +552,18 @@ def _print_plan(config: Config) -> int:
     return 0
 
 
+def _print_guard(config: Config) -> None:
+    """The nftables table `run` would load (tunnel not known yet: loopback only)."""
+    if not config.guard.enabled:
+        print("guard: off (the firewall is left alone)")
+        return
+    from stubresolver.guard.nftables import Guard  # noqa: PLC0415
+    from stubresolver.guard.ruleset import render  # noqa: PLC0415
+
+    print("guard: would load, in one nft transaction (the tunnel's name goes in its set):")
+    print(render(Guard(config.guard, config.listen).plan(None)), end="")
+
+
 def _print_privileges(config: Config) -> None:
     """Who `run` becomes after the start; raises ConfigError for a name that does not
     exist here."""
@@ -596,6 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"stubresolver: invalid config: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         code = _print_plan(config)
+        _print_guard(config)
         if code == 0 and args.command == "check-config":
             print(f"{path}: ok")
         return code

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from stubresolver.cli import main
 from stubresolver.config import ListenAddress, parse_config
 from stubresolver.errors import ConfigError
 from stubresolver.guard.nftables import redirect_targets
@@ -91,3 +94,15 @@ def test_guard_config_errors_name_the_key(guard: dict[str, object], where: str) 
 def test_guard_defaults_off() -> None:
     config = parse_config({"upstreams": ["udp://10.0.0.1"]}).guard
     assert (config.enabled, config.redirect_stray_dns, config.lockdown) == (False, True, False)
+
+
+def test_check_config_prints_the_table_it_would_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = (Path(__file__).resolve().parents[2] / "config.example.yaml").read_text()
+    path = tmp_path / "config.yaml"
+    path.write_text(example.replace("\n  enabled: false\n", "\n  enabled: true\n", 1))
+    assert main(["check-config", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "guard: would load, in one nft transaction" in out
+    assert render(GuardPlan(None, redirect_v4=("127.0.0.1", 53), redirect_v6=("::1", 53))) in out
