@@ -74,3 +74,12 @@ class TakeoverError(StubError):
 class GuardError(StubError):
     """The nftables guard could not be applied, updated or removed (nft missing or it
     rejected the transaction); the message carries nft's own words."""
+
+
+class WorldError(StubError):
+    """Building, driving or tearing down the netns world of `demo` (and the tests) failed;
+    the message carries the command and its output."""
+
+
+class ProcessError(StubError):
+    """A process the netns world started exited or did not become ready in time."""
