@@ -60,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     text = "the nftables guard: 'off' removes its table (a lockdown's too), 'show' prints it"
     cmd = sub.add_parser("guard", help=text, description=text)
     cmd.add_argument("action", choices=("off", "show"))
+    text = (
+        "as root: a throwaway world of network namespaces (real WireGuard tunnel, a logging "
+        "ISP resolver, the VPN's DNS) showing the stub at work; removed when it ends"
+    )
+    cmd = sub.add_parser("demo", help=text, description=text)
+    # The letter in the world's names (sr<pid><tag>-c ...): the tests run it under their own.
+    cmd.add_argument("--tag", default="d", choices=list("defghijklmnopqrstuvwxyz"),
+                     help=argparse.SUPPRESS)  # fmt: skip
     for name, text in CONTROL_COMMANDS.items():
         cmd = sub.add_parser(name, help=text, description=text)
         where = cmd.add_mutually_exclusive_group()
@@ -351,6 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _restore(args)
     if args.command == "guard":
         return _guard(args)
+    if args.command == "demo":
+        from stubresolver.demo.main import main as demo  # noqa: PLC0415 - only the demo needs it
+
+        return demo(args.tag)
     path = Path(args.config)
     try:
         config = load_config(path)

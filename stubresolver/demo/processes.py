@@ -56,10 +56,13 @@ def start(
     stdin: int | None = subprocess.DEVNULL,
     stdout: int | None = None,
     keep_log_open: bool = True,
+    new_session: bool = False,
 ) -> Process:
     """Start ``argv`` with stderr (and stdout unless given) appended to ``log_path``.
 
     With ``keep_log_open`` false our handle is closed at once (the child keeps its own).
+    ``new_session`` keeps the child out of the terminal's process group, so a Ctrl-C reaches
+    only us and we stop our children in order.
     """
     log_file = log_path.open("ab")
     try:
@@ -70,6 +73,7 @@ def start(
             stderr=log_file,
             env=None if env is None else dict(env),
             cwd=cwd,
+            start_new_session=new_session,
         )
     except BaseException:
         log_file.close()

@@ -123,6 +123,10 @@ def socket_in_netns(ns: str, family: int, kind: int) -> socket.socket:
 class Topology:
     """Three namespaces joined by veth links; the names every part of the world uses."""
 
+    #: Children in sessions of their own (the demo: Ctrl-C must reach only the demo, which
+    #: then stops them in order); the tests keep them in pytest's process group.
+    own_session = False
+
     def __init__(self, tag: str, kind: str = "wireguard") -> None:
         if kind not in KINDS:
             raise ValueError(kind)
@@ -173,6 +177,7 @@ class Topology:
             cwd=cwd,
             stdin=stdin,
             stdout=stdout,
+            new_session=self.own_session,
         )
         self.processes.append(proc)
         return proc
