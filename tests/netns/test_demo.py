@@ -1,0 +1,188 @@
+"""`python -m stubresolver demo`, end to end as CI runs it (root): its verdicts, its exit
+status, and that nothing of its world (namespaces, processes, temporary files, /etc/netns,
+WireGuard control sockets) is left afterwards; also when SIGINT or SIGTERM arrives in the
+middle. Its world is named sr<pid>d-* (sr<pid>e-* for the interrupted runs), apart from
+every other test world's letters.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from stubresolver.demo.preflight import TOOLS
+
+from .world import REPO_ROOT, WG_RUN_DIR
+
+pytestmark = pytest.mark.root
+
+DEMO_TIMEOUT = 120.0  # generous: the demo itself takes a few seconds (< 40 s promised)
+
+
+def _demo(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "stubresolver", "demo", *args],
+        cwd=REPO_ROOT,
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)) if env is None else env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _prefix(pid: int, tag: str) -> str:
+    return f"sr{pid % 10000}{tag}"  # Topology's naming
+
+
+def _leftovers(prefix: str) -> list[str]:
+    """Everything on this host that carries the demo world's prefix."""
+    left: list[str] = []
+    for where in (Path("/var/run/netns"), Path(tempfile.gettempdir()), Path("/etc/netns"),
+                  WG_RUN_DIR):  # fmt: skip
+        if where.is_dir():
+            left += [str(p) for p in where.iterdir() if p.name.startswith(prefix)]
+    # Every process of the world names the prefix in its argv (interface, config or log).
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if prefix in argv:
+            left.append(f"pid {proc.name}: {argv}")
+    return left
+
+
+def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> str:
+    """The demo's output up to and including the line holding `marker`."""
+    assert proc.stdout is not None
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while marker not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            pytest.fail(f"no {marker!r} in the demo's output:\n{seen}", pytrace=False)
+        if select.select([proc.stdout], [], [], min(left, 1.0))[0]:
+            line = proc.stdout.readline()
+            if not line:  # end of output: the demo has ended
+                pytest.fail(f"demo ended before {marker!r}:\n{seen}", pytrace=False)
+            seen += line
+    return seen
+
+
+def _finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    try:
+        out, _ = proc.communicate(timeout=DEMO_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        pytest.fail(f"demo did not finish within {DEMO_TIMEOUT}s:\n{out}", pytrace=False)
+    return proc.returncode, out
+
+
+def test_demo_runs_end_to_end_and_leaves_nothing(netns_ok: None) -> None:
+    started = time.monotonic()
+    proc = _demo()
+    code, out = _finish(proc)
+    took = time.monotonic() - started
+    prefix = _prefix(proc.pid, "d")
+    assert code == 0, out
+    assert took < 40, f"the demo took {took:.1f} s"
+    # 1: through the tunnel, dig and glibc alike, from the VPN's DNS.
+    step1 = out.split("== Step 1/6")[1].split("== Step 2/6")[0]
+    assert "status NOERROR; answer 192.0.2.10" in step1
+    assert re.search(r"getent hosts www\.example .*\n    192\.0\.2\.10 ", step1), step1
+    assert "ISP resolver saw 0 queries (0 DNS packets from the client)" in step1
+    # 2: refused at once, the EDE text naming the tunnel, the ISP none the wiser.
+    step2 = out.split("== Step 2/6")[1].split("== Step 3/6")[0]
+    assert f"status REFUSED; EDE 23 (Network Error): (tunnel {prefix}wc down)" in step2
+    assert "ISP resolver saw 0 queries (0 DNS packets from the client)" in step2
+    assert "no address" in step2
+    # 3: the plain forwarder hands every name to the ISP, which logs (and forges) them.
+    step3 = out.split("== Step 3/6")[1].split("== Step 4/6")[0]
+    for name in ("www.example", "mail.example", "my-bank.example", "clinic.example"):
+        assert f"query[A] {name} from 198.18.1.2" in step3
+    seen = re.search(r"ISP resolver saw (\d+) queries; 5 answers were the ISP's forgery", step3)
+    assert seen is not None and int(seen.group(1)) >= 5, step3
+    # 4: answers again, and nothing new at the ISP.
+    step4 = out.split("== Step 4/6")[1].split("== Step 5/6")[0]
+    assert "status NOERROR; answer 192.0.2.10" in step4
+    assert "ISP resolver saw 0 new queries since the stub is back" in step4
+    # 5: the leaktest hook runs leaktest when this build has it, else says it skipped.
+    assert re.search(r"  (PASS|SKIP)  5 leaktest", out), out
+    for step in ("1 tunnel answers", "2 tunnel down", "3 plain forwarder", "4 tunnel back",
+                 "6 cleanup"):  # fmt: skip
+        assert f"  PASS  {step}" in out, out
+    assert "Verdict: every step passed" in out
+    assert _leftovers(prefix) == []
+
+
+@pytest.mark.parametrize(
+    ("sig", "marker"),
+    [(signal.SIGINT, "== Step 3/6"), (signal.SIGTERM, "== Step 1/6")],
+    ids=["sigint-during-step-3", "sigterm-during-step-1"],
+)
+def test_a_signal_in_the_middle_cleans_everything_up(
+    netns_ok: None, sig: signal.Signals, marker: str
+) -> None:
+    proc = _demo("--tag", "e")
+    prefix = _prefix(proc.pid, "e")
+    try:
+        _read_until(proc, marker, DEMO_TIMEOUT)
+        # The world really is there at this point: the leftover check below can see it.
+        there = _leftovers(prefix)
+        assert any("/var/run/netns/" in p for p in there), there
+        assert any(p.startswith("pid ") for p in there), there
+        proc.send_signal(sig)  # the demo's own PID only, as a terminal's Ctrl-C would not
+        code, out = _finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 130, out
+    assert f"interrupted ({sig.name}): cleaning up" in out
+    assert "== Step 6/6: everything cleaned up" in out
+    assert "  PASS  6 cleanup" in out
+    assert _leftovers(prefix) == []
+
+
+def test_missing_tool_names_the_package_and_exits_2(netns_ok: None, tmp_path: Path) -> None:
+    # A PATH holding every tool but wireguard-go.
+    for tool in TOOLS:
+        found = shutil.which(tool)
+        assert found is not None, tool
+        if tool != "wireguard-go":
+            (tmp_path / tool).symlink_to(found)
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PATH=str(tmp_path))
+    proc = _demo(env=env)
+    code, out = _finish(proc)
+    assert code == 2, out
+    assert "missing wireguard-go: apt-get install --no-install-recommends wireguard-go" in out
+    assert _leftovers(_prefix(proc.pid, "d")) == []
+
+
+def test_not_root_is_told_and_exits_2(netns_ok: None) -> None:
+    setpriv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    proc = subprocess.run(
+        [*setpriv, sys.executable, "-m", "stubresolver", "demo"],
+        cwd=REPO_ROOT,
+        env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "must run as root: sudo stubresolver demo" in proc.stdout
