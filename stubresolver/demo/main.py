@@ -14,7 +14,7 @@ from stubresolver.errors import StubError
 
 from .preflight import problems
 from .show import Show, Verdicts, say
-from .teardown import Interrupted, Teardown
+from .teardown import Teardown
 from .topology import NETNS_RUN_DIR, run
 from .world import World
 
@@ -49,8 +49,8 @@ def _clean_up(world: World, verdicts: Verdicts) -> None:
     except StubError as exc:
         say(f"  teardown trouble: {exc}")
     left = _leftovers(world, pids)
-    say(f"  stopped {len(pids)} processes; removed namespaces {world.ns_c}, {world.ns_isp}, "
-        f"{world.ns_vpn}, {world.tmp} and {world.etc_netns}")  # fmt: skip
+    say(f"  stopped the {len(pids)} processes it started; removed the namespaces {world.ns_c}, "
+        f"{world.ns_isp}, {world.ns_vpn},\n  {world.tmp} and {world.etc_netns}")  # fmt: skip
     if left:
         say("  still there: " + ", ".join(left))
     verdicts.add("6 cleanup", not left, "nothing left behind" if not left else "leftovers")
@@ -79,7 +79,7 @@ def main(tag: str = "d") -> int:
             show.plain_forwarder()
             show.tunnel_back()
             show.leaktest()
-        except Interrupted as exc:
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP by teardown.py
             say(f"\ninterrupted ({exc}): cleaning up")
             code = EXIT_INTERRUPTED
         except Exception:  # a broken world: say what broke, then still clean up

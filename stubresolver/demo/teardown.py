@@ -17,16 +17,9 @@ from typing import Any
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-class Interrupted(KeyboardInterrupt):
-    """A signal asked the demo to stop; `signum` says which."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise Interrupted(signum)
+    # KeyboardInterrupt, like Ctrl-C: nothing in between catches it by accident.
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 class Teardown:
