@@ -12,6 +12,7 @@ import traceback
 
 from stubresolver.errors import StubError
 
+from .leftovers import DemoWorld, sweep
 from .preflight import problems
 from .show import Show, Verdicts, say
 from .teardown import Teardown
@@ -20,11 +21,6 @@ from .world import World
 
 EXIT_CANNOT_RUN = 2
 EXIT_INTERRUPTED = 130
-
-
-class DemoWorld(World):
-    # Ctrl-C reaches only the demo, which stops the children itself, in order.
-    own_session = True
 
 
 def _leftovers(world: World, pids: list[int]) -> list[str]:
@@ -42,12 +38,15 @@ def _leftovers(world: World, pids: list[int]) -> list[str]:
 
 
 def _clean_up(world: World, verdicts: Verdicts) -> None:
-    say("\n== Step 6/6: everything cleaned up")
     pids = [proc.pid for proc in world.processes]
+    trouble = ""
     try:
-        world.close()
+        world.close()  # first: nothing (not even the output failing) may come before it
     except StubError as exc:
-        say(f"  teardown trouble: {exc}")
+        trouble = str(exc)
+    say("\n== Step 6/6: everything cleaned up")
+    if trouble:
+        say(f"  teardown trouble: {trouble}")
     left = _leftovers(world, pids)
     say(f"  stopped the {len(pids)} processes it started; removed the namespaces {world.ns_c}, "
         f"{world.ns_isp}, {world.ns_vpn},\n  {world.tmp} and {world.etc_netns}")  # fmt: skip
@@ -67,6 +66,8 @@ def main(tag: str = "d") -> int:
     if probe.returncode != 0:
         say(f"stubresolver demo: network namespaces unavailable here: {probe.stderr.strip()}")
         return EXIT_CANNOT_RUN
+    for line in sweep():
+        say(line)
     verdicts = Verdicts()
     world = DemoWorld(tag)
     show = Show(world, verdicts)

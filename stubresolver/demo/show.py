@@ -6,6 +6,7 @@ resolver's own query log, and nftables counters on the ISP side (see services.py
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -22,7 +23,14 @@ CONTRAST_NAMES = ("mail.example.", "my-bank.example.", "clinic.example.", "datin
 
 
 def say(text: str = "") -> None:
-    print(text, flush=True)
+    """Print one progress line. A reader that went away (`demo | head`) must not stop the
+    demo half way, least of all its cleanup: from then on the output goes nowhere."""
+    try:
+        print(text, flush=True)
+    except OSError:  # BrokenPipeError, or a closed terminal (EIO)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 @dataclass

@@ -186,3 +186,59 @@ def test_not_root_is_told_and_exits_2(netns_ok: None) -> None:
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "must run as root: sudo stubresolver demo" in proc.stdout
+
+
+def test_a_crash_in_the_middle_cleans_everything_up(
+    netns_ok: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bug in a step (here: step 3 raises) still tears the whole real world down."""
+    from stubresolver.demo import main, show
+
+    def broken(_self: show.Show) -> None:
+        raise RuntimeError("a bug in step 3")
+
+    monkeypatch.setattr(show.Show, "plain_forwarder", broken)
+    code = main.main("e")  # in this process: the world is named after our PID
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "the demo broke:" in out and "RuntimeError: a bug in step 3" in out
+    assert "  PASS  2 tunnel down" in out  # it really got that far
+    assert "  PASS  6 cleanup" in out
+    assert _leftovers(_prefix(os.getpid(), "e")) == []
+
+
+def test_a_demo_killed_with_sigkill_is_cleaned_up_by_the_next(netns_ok: None) -> None:
+    killed = _demo("--tag", "e")
+    prefix = _prefix(killed.pid, "e")
+    try:
+        _read_until(killed, "== Step 2/6", DEMO_TIMEOUT)
+        killed.kill()  # no handler runs: the world stays
+        killed.communicate(timeout=30)
+        there = _leftovers(prefix)
+        assert any("/var/run/netns/" in p for p in there), there
+        assert any(p.startswith("pid ") for p in there), there
+        code, out = _finish(_demo())
+    finally:
+        if killed.poll() is None:
+            killed.kill()
+            killed.wait()
+    assert code == 0, out
+    assert f"removed what an earlier demo (pid {killed.pid}, gone) left behind" in out
+    assert _leftovers(prefix) == []
+
+
+def test_a_reader_that_goes_away_does_not_stop_the_cleanup(netns_ok: None) -> None:
+    """`stubresolver demo | head -3`: the pipe breaks mid-run; the world still goes away."""
+    proc = _demo("--tag", "e")
+    prefix = _prefix(proc.pid, "e")
+    try:
+        _read_until(proc, "world built in", DEMO_TIMEOUT)
+        assert proc.stdout is not None
+        proc.stdout.close()
+        code = proc.wait(DEMO_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0
+    assert _leftovers(prefix) == []
