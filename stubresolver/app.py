@@ -5,6 +5,9 @@ the tunnel monitor reads the state before the first query is served (so a query 
 while the tunnel is absent is refused, never forwarded on a guess), and the listeners are
 bound all-or-nothing. The system's DNS is taken over only after the listeners are bound,
 so it never points at a stub that cannot answer, and it is given back before they close.
+With ``server.user`` set, privileges are dropped once everything that needs root is done
+(listeners, takeover, control socket, netlink) and before the drift watchdog starts its
+worker thread (privilege.py).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
-from stubresolver import __version__
+from stubresolver import __version__, privilege
 from stubresolver.access import HostAddresses
 from stubresolver.announce import Announced, parse_announcement
 from stubresolver.cache import Cache
@@ -30,6 +33,7 @@ from stubresolver.control import ControlServer, render_status, tunnel_dict
 from stubresolver.errors import ConfigError, StubError, TakeoverError
 from stubresolver.fdlimit import ensure_fd_limit
 from stubresolver.guard.nftables import Guard
+from stubresolver.learned import learned_ipv6_servers
 from stubresolver.policy import LocalPolicy
 from stubresolver.resolver import Resolver
 from stubresolver.routes import Router
@@ -128,8 +132,15 @@ class Service:
         #: reload does not move them).
         self._taken: tuple[Path, bool] | None = None
         self._takeover: takeover.Plan | None = None
+        self._taken_config = config  # the config the takeover applied (its bound listeners)
         self._watchdog: DriftWatchdog | None = None
         self._guard: Guard | None = None
+        #: server.user / server.group looked up now: a name that does not exist is a
+        #: ConfigError before anything is bound.
+        self.accounts = privilege.resolve(config.server)
+        privilege.check_can_drop(self.accounts)
+        #: Why the service kept running as root although server.user is set, or None.
+        self._kept_root: str | None = None
 
     def _on_tunnel(self, old: TunnelState, new: TunnelState) -> None:
         current = self.announced.current
@@ -145,6 +156,19 @@ class Service:
         self.resolver.tunnel_changed(old, new)
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        # From the first moment: a SIGTERM that arrives while starting (in the middle of a
+        # takeover, say) stops the service once the start is complete, with the restore,
+        # instead of killing it with the system's DNS half taken over.
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        try:
+            await self._run(loop)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop) -> None:
         ensure_fd_limit(self.config)
         await self.monitor.start()
         try:
@@ -152,22 +176,26 @@ class Service:
         except BaseException:
             await self.monitor.stop()
             raise
+        self._warn_learned_servers()
         try:
             self._start_guard()
             await self._take_over()
+            await self._start_control()
+            self._drop_privileges()
+            if self._takeover is not None:
+                self._watchdog = DriftWatchdog(self._takeover, self._taken_config)
+                await self._watchdog.start()
         except BaseException:
             # Undo what a failed takeover may have done (the journal says what).
             await self._restore(always=True)
             self._stop_guard()
+            if self._control is not None:
+                await self._control.close()
             await self.server.close()
             await self.resolver.close()
             await self.monitor.stop()
             raise
         self._started = time.monotonic()
-        await self._start_control()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
-        loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         state = self.monitor.state
         log.info(
@@ -183,8 +211,6 @@ class Service:
         finally:
             _sd_notify("STOPPING=1")
             log.info("shutting down")
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
             # Restore while the listeners still answer: the system never points at a stub
             # that has stopped, except after a crash (fail-closed, see takeover/session.py).
             await self._restore()
@@ -194,6 +220,19 @@ class Service:
             await self.server.close()
             await self.resolver.close()
             await self.monitor.stop()
+
+    def _warn_learned_servers(self) -> None:
+        """IPv6 DNS servers other links learned (router advertisements): a program that asks
+        them directly goes around the stub; named at start (issue 10)."""
+        for link, server in learned_ipv6_servers():
+            log.warning(
+                "link %s learned the IPv6 DNS server %s (router advertisement?): %s",
+                link,
+                server,
+                "the guard blocks it"
+                if self.config.guard.enabled
+                else "a program asking it directly leaks; guard.enabled blocks that",
+            )
 
     def _start_guard(self) -> None:
         """The nftables guard (guard/), before the takeover points the system at us: from
@@ -224,8 +263,32 @@ class Service:
         for line in chosen.describe():
             log.info("%s", line)
         self._takeover = chosen
-        self._watchdog = DriftWatchdog(chosen, bound)
-        await self._watchdog.start()
+        # The watchdog starts after the privilege drop (run): its checks run in a thread.
+        self._taken_config = bound
+
+    def _drop_privileges(self) -> None:
+        """server.user set: become it, keeping only what the running service needs. A
+        manager backend that trusts only root keeps the service root, loudly."""
+        if self.accounts.uid is None:
+            return
+        manager = self._takeover.manager if self._takeover is not None else None
+        reason = privilege.KEEPS_ROOT.get(manager or "")
+        if reason is not None:
+            self._kept_root = f"takeover backend {manager}: {reason}"
+            log.warning(
+                "server.user: NOT dropping privileges, running as root: %s", self._kept_root
+            )
+            return
+        keep = privilege.kept(self.config)
+        privilege.drop(self.accounts, keep)
+        log.info(
+            "running as %s:%s (uid %d, gid %d) with %s only",
+            self.accounts.user,
+            self.accounts.group,
+            os.getuid(),
+            os.getgid(),
+            ", ".join(privilege.names(keep)),
+        )
 
     async def _restore(self, *, always: bool = False) -> None:
         """On a clean stop with restore_on_exit, or after a failed takeover (``always``).
@@ -263,7 +326,9 @@ class Service:
         path = self.config.control_socket
         if path is None:
             return
-        control = ControlServer(path, self)
+        control = ControlServer(
+            path, self, group=self.accounts.gid if self.config.server.group else None
+        )
         try:
             await control.start()
         except (OSError, StubError) as exc:
@@ -289,7 +354,22 @@ class Service:
         status["takeover"] = self.takeover_status()
         status["vpn"] = self.announced.status()
         status["guard"] = self._guard.status() if self._guard is not None else {"enabled": False}
+        status["privileges"] = self.privilege_status()
         return status
+
+    def privilege_status(self) -> dict[str, Any]:
+        sets = privilege.read_sets("self")
+        return {
+            "uid": os.getuid(),
+            "gid": os.getgid(),
+            "user": self.accounts.user,
+            "group": self.accounts.group,
+            "dropped": self.accounts.uid is not None and self._kept_root is None,
+            "kept_root": self._kept_root,
+            "capabilities": privilege.names(
+                cap for cap in range(64) if sets.get("CapEff", 0) >> cap & 1
+            ),
+        }
 
     def announce(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """``tunnel-up`` from a VPN hook: its servers become the ``vpn`` upstream and its

@@ -57,6 +57,25 @@ def _parser() -> argparse.ArgumentParser:
         "--config", "-c", default=DEFAULT_CONFIG, help=f"read state_dir from it ({DEFAULT_CONFIG})"
     )
     where.add_argument("--state-dir", help="the state_dir holding the journal")
+    text = (
+        "test for DNS leaks: the system's DNS settings, probes while every non-tunnel "
+        "interface is sniffed, the guard (exit 0 clean, 1 leak or misconfiguration, 2 the "
+        "test could not run; root)"
+    )
+    cmd = sub.add_parser("leaktest", help=text, description=text)
+    where = cmd.add_mutually_exclusive_group()
+    where.add_argument("--socket", "-s", help="the daemon's control socket")
+    where.add_argument("--config", "-c", help="read control_socket from this config file")
+    cmd.add_argument("--json", action="store_true", help="machine-readable report")
+    cmd.add_argument(
+        "--whoami", action="store_true", help="also show the resolver egress the world sees"
+    )
+    cmd.add_argument(
+        "--probe-domain",
+        default="example.com",
+        help="probe names are random labels under it (default example.com)",
+    )
+    cmd.add_argument("--window", type=float, default=3.0, help="seconds of sniffing (default 3)")
     text = "the nftables guard: 'off' removes its table (a lockdown's too), 'show' prints it"
     cmd = sub.add_parser("guard", help=text, description=text)
     cmd.add_argument("action", choices=("off", "show"))
@@ -68,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     # The letter in the world's names (sr<pid><tag>-c ...): the tests run it under their own.
     cmd.add_argument("--tag", default="d", choices=list("defghijklmnopqrstuvwxyz"),
                      help=argparse.SUPPRESS)  # fmt: skip
+    _add_install_commands(sub)
     for name, text in CONTROL_COMMANDS.items():
         cmd = sub.add_parser(name, help=text, description=text)
         where = cmd.add_mutually_exclusive_group()
@@ -103,6 +123,70 @@ def _parser() -> argparse.ArgumentParser:
                 help="a domain the VPN announced: names below it go to its servers",
             )
     return parser
+
+
+def _add_install_commands(sub: Any) -> None:
+    text = (
+        "install the service: a venv under --prefix with this stubresolver, the stubresolver "
+        "user and group, /etc/stubresolver/config.yaml (never overwritten), the unit and the "
+        "VPN hooks; then enable and start it and print its status. Idempotent."
+    )
+    cmd = sub.add_parser("install", help="install and start the systemd service", description=text)
+    cmd.add_argument("--prefix", default="/opt/stubresolver", help="the venv (/opt/stubresolver)")
+    cmd.add_argument(
+        "--source",
+        help="what pip installs into it: a wheel, an sdist, a source tree or a requirement "
+        "(default: where this stubresolver was installed from)",
+    )
+    cmd.add_argument(
+        "--pip-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="pass an option to pip install, e.g. --pip-option=--no-index (repeat for more)",
+    )
+    cmd.add_argument(
+        "--system-site-packages",
+        action="store_true",
+        help="let the venv see the system's Python packages (e.g. Debian's python3-yaml)",
+    )
+    cmd.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+    text = (
+        "stop the service, restore the system's DNS from the takeover journal, then remove "
+        "what `install` created (its manifest says what); an edited or pre-existing file stays"
+    )
+    cmd = sub.add_parser("uninstall", help="restore DNS and remove the service", description=text)
+    cmd.add_argument(
+        "--purge", action="store_true", help="also remove the config and files edited since"
+    )
+    cmd.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
+
+
+def _install(args: argparse.Namespace) -> int:
+    from stubresolver.errors import InstallError  # noqa: PLC0415 - keep run light
+    from stubresolver.install import session  # noqa: PLC0415
+    from stubresolver.install.layout import Layout  # noqa: PLC0415
+    from stubresolver.install.plan import Source  # noqa: PLC0415
+    from stubresolver.install.source import default_spec  # noqa: PLC0415
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        if args.command == "uninstall":
+            return session.uninstall(Layout(), purge=args.purge, dry_run=args.dry_run, say=say)
+        source = Source(
+            spec=args.source or default_spec(),
+            version=__version__,
+            python=sys.executable,
+            pip_options=tuple(args.pip_option),
+            system_site_packages=args.system_site_packages,
+        )
+        layout = Layout(prefix=Path(args.prefix).absolute())
+        return session.install(layout, source, dry_run=args.dry_run, say=say)
+    except InstallError as exc:
+        print(f"stubresolver {args.command}: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
 
 
 def _socket_path(args: argparse.Namespace) -> Path:
@@ -228,6 +312,8 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append("cache: disabled")
     lines.append(f"takeover: {_takeover_text(status.get('takeover') or {})}")
     lines.append(f"guard: {_guard_text(status.get('guard') or {})}")
+    if status.get("privileges"):
+        lines.append(f"privileges: {_privileges_text(status['privileges'])}")
     vpn = status.get("vpn")
     if vpn:
         lines.append(
@@ -255,6 +341,32 @@ def _guard_text(guard: dict[str, Any]) -> str:
     )
 
 
+def _leaktest(args: argparse.Namespace) -> int:
+    from stubresolver.control import request  # noqa: PLC0415
+    from stubresolver.errors import ControlError, ControlPermissionError  # noqa: PLC0415
+    from stubresolver.leaktest import report  # noqa: PLC0415
+    from stubresolver.leaktest.run import Options, leaktest  # noqa: PLC0415
+
+    status: dict[str, Any] | None = None
+    error = None
+    denied = False
+    try:
+        response = request(_socket_path(args), "status")
+        status = response if response.get("ok") else None
+        error = None if status else str(response.get("error"))
+    except ControlPermissionError as exc:
+        error, denied = str(exc), True
+    except (ConfigError, ControlError) as exc:
+        error = str(exc)
+    options = Options(probe_domain=args.probe_domain, window=args.window, whoami=args.whoami)
+    steps = leaktest(status, error, options, denied=denied)
+    if args.json:
+        print(json.dumps(report.as_json(steps), indent=2))
+    else:
+        print(report.as_text(steps))
+    return report.overall(steps)[1]
+
+
 def _guard(args: argparse.Namespace) -> int:
     """`guard off` removes the table (a lockdown too); `guard show` prints it. Root only."""
     from stubresolver.errors import GuardError  # noqa: PLC0415
@@ -273,6 +385,16 @@ def _guard(args: argparse.Namespace) -> int:
         return EXIT_RUNTIME
     print("guard table inet stubresolver removed" if removed else "no guard table")
     return 0
+
+
+def _privileges_text(privileges: dict[str, Any]) -> str:
+    who = f"uid {privileges.get('uid')}, gid {privileges.get('gid')}"
+    if privileges.get("dropped"):
+        caps = ", ".join(privileges.get("capabilities") or []) or "none"
+        return f"{privileges.get('user')}:{privileges.get('group')} ({who}); capabilities {caps}"
+    if privileges.get("kept_root"):
+        return f"{who}; NOT dropped to {privileges.get('user')}: {privileges['kept_root']}"
+    return f"{who} (server.user is empty: not dropped)"
 
 
 def _takeover_text(takeover: dict[str, Any]) -> str:
@@ -313,17 +435,11 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _remove_guard_if_there() -> int:
-    """`restore` gives back a system without the guard too (a lockdown's, or a crashed
-    daemon's table), when nft is there to ask."""
     from stubresolver.errors import GuardError  # noqa: PLC0415
     from stubresolver.guard import nftables  # noqa: PLC0415
 
     try:
-        nftables.nft_path()
-    except GuardError:
-        return 0  # no nft: no guard can be loaded here
-    try:
-        if nftables.remove_table():
+        if nftables.remove_if_there():
             print("restored: guard table inet stubresolver removed")
     except GuardError as exc:
         print(f"stubresolver restore: {exc}", file=sys.stderr)
@@ -351,6 +467,23 @@ def _print_plan(config: Config) -> int:
     return 0
 
 
+def _print_privileges(config: Config) -> None:
+    """Who `run` becomes after the start; raises ConfigError for a name that does not
+    exist here."""
+    from stubresolver import privilege  # noqa: PLC0415
+
+    accounts = privilege.resolve(config.server)
+    if accounts.uid is None:
+        print("privileges: not dropped (server.user is empty)")
+        return
+    caps = ", ".join(privilege.names(privilege.kept(config)))
+    print(
+        f"privileges: after the start, run as {accounts.user}:{accounts.group} "
+        f"(uid {accounts.uid}, gid {accounts.gid}) keeping {caps} (root is kept with the "
+        f"takeover backends {', '.join(privilege.KEEPS_ROOT)})"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in CONTROL_COMMANDS:
@@ -363,6 +496,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from stubresolver.demo.main import main as demo  # noqa: PLC0415 - only the demo needs it
 
         return demo(args.tag)
+    if args.command == "leaktest":
+        return _leaktest(args)
+    if args.command in ("install", "uninstall"):
+        return _install(args)
     path = Path(args.config)
     try:
         config = load_config(path)
@@ -372,12 +509,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     for warning in config_warnings(config):
         print(f"stubresolver: warning: {warning}", file=sys.stderr)
     if args.command == "check-config" or args.dry_run:
+        try:
+            _print_privileges(config)
+        except ConfigError as exc:
+            print(f"stubresolver: invalid config: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
         code = _print_plan(config)
         if code == 0 and args.command == "check-config":
             print(f"{path}: ok")
         return code
     from stubresolver.app import configure_logging, serve  # noqa: PLC0415 - keep check-config light
-    from stubresolver.errors import GuardError, ListenError, TakeoverError  # noqa: PLC0415
+    from stubresolver.errors import (  # noqa: PLC0415
+        GuardError,
+        ListenError,
+        PrivilegeError,
+        TakeoverError,
+    )
 
     configure_logging(config.logging.level)
     try:
@@ -385,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:  # e.g. an upstream scheme this build cannot serve
         print(f"stubresolver: invalid config: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    except (GuardError, ListenError, TakeoverError) as exc:
+    except (GuardError, ListenError, TakeoverError, PrivilegeError) as exc:
         print(f"stubresolver: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     except KeyboardInterrupt:

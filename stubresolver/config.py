@@ -121,6 +121,14 @@ class ServerConfig:
     #: IPv6 MTU: inside a tunnel a bigger datagram fragments and is often lost. Larger
     #: answers go out truncated (TC=1) and the client retries over TCP.
     udp_max_payload: int = 1232
+    #: After binding, taking over and opening netlink, run as this user (privilege.py),
+    #: keeping only the capabilities the running service needs. "" (the default): keep
+    #: running as the user that started it.
+    user: str = ""
+    #: The group to run as (default: ``user``'s primary group). When set, the control
+    #: socket is this group's too (mode 0660), so unprivileged VPN hooks in it can call
+    #: ``tunnel-down``; otherwise it stays 0600.
+    group: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -571,11 +579,28 @@ def _parse_server(raw: object) -> ServerConfig:
                 f"must be between {_UDP_PAYLOAD_MIN} and {_UDP_PAYLOAD_MAX}, got {payload}",
             )
         given["udp_max_payload"] = payload
+    for key in ("user", "group"):
+        if section.get(key) not in (None, ""):  # "" or null: the default, do not drop
+            given[key] = _account_name(section, key)
     if "allow" in section:
         given["allow"] = _networks(section, "allow", "server")
         if not given["allow"]:
             raise ConfigError("server.allow", "must list at least one network (CIDR)")
     return ServerConfig(**given)
+
+
+# A user or group name as useradd(8) accepts it by default (Debian's NAME_REGEX, shadow's
+# is_valid_user_name): no leading digit or dash, so it can never be read as a number.
+_ACCOUNT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,30}\$?")
+
+
+def _account_name(section: Mapping[str, Any], key: str) -> str:
+    """``server.user`` / ``server.group``: a name. Whether it exists is checked at start
+    (privilege.py), before anything is bound, and by check-config."""
+    name = _get(section, key, "server", str)
+    if not _ACCOUNT_RE.fullmatch(name):
+        raise ConfigError(f"server.{key}", f"{name!r} is not a user or group name")
+    return name
 
 
 def _networks(section: Mapping[str, Any], key: str, path: str) -> tuple[Network, ...]:

@@ -1,9 +1,12 @@
 """The local control socket (DESIGN.md "control"): status, flush, tunnel-changed, reload,
 and the VPN hooks' tunnel-up/tunnel-down with the servers and domains the VPN announced.
 
-A UNIX stream socket, root only (mode 0600). One JSON request line ``{"cmd": "..."}`` gets
-one JSON response line, then the connection is closed. Every response carries ``"ok"``;
-a failure is ``{"ok": false, "error": "..."}``, never a dropped connection or a crash.
+A UNIX stream socket, root only (mode 0600); with ``server.group`` set, that group's too
+(mode 0660), so a VPN hook running unprivileged in the group (OpenVPN ``--user nobody
+--group stubresolver``) can still call ``tunnel-down``. One JSON request line
+``{"cmd": "..."}`` gets one JSON response line, then the connection is closed. Every
+response carries ``"ok"``; a failure is ``{"ok": false, "error": "..."}``, never a dropped
+connection or a crash.
 
 The socket is a convenience for people and VPN hooks, not part of the leak promise: the
 tunnel monitor sees tunnel changes through netlink whether or not a hook calls in, so a
@@ -28,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from stubresolver.errors import ControlError
+from stubresolver.errors import ControlError, ControlPermissionError
 from stubresolver.resolver import Outcome, Resolver
 from stubresolver.tunnel_state import TunnelState
 
@@ -197,9 +200,11 @@ def encode(response: Response) -> bytes:
 class ControlServer:
     """Serves `dispatch` on a UNIX socket at ``path``; `start` and `close` bracket its life."""
 
-    def __init__(self, path: Path, target: Controlled) -> None:
+    def __init__(self, path: Path, target: Controlled, *, group: int | None = None) -> None:
         self.path = path
         self.target = target
+        #: The gid that may connect too (mode 0660); None: the owner only (0600).
+        self.group = group
         self._server: asyncio.AbstractServer | None = None
         self._inode: tuple[int, int] | None = None  # (st_dev, st_ino) of the file we made
         self._connections: set[asyncio.Task[None]] = set()
@@ -231,7 +236,10 @@ class ControlServer:
                 os.umask(old_umask)
             # Listen at once: a second daemon probing the path must see it live, not stale.
             sock.listen(16)
-            os.chmod(self.path, 0o600)
+            if self.group is not None:
+                # The group first, then its permission: never readable by a wrong group.
+                os.chown(self.path, -1, self.group)
+            os.chmod(self.path, 0o600 if self.group is None else 0o660)
             info = os.stat(self.path)
             self._inode = (info.st_dev, info.st_ino)
             sock.setblocking(False)
@@ -352,9 +360,9 @@ def request(
                 f"cannot reach the daemon: nothing listens on {path} (stale socket?)"
             ) from None
         except PermissionError:
-            raise ControlError(
+            raise ControlPermissionError(
                 f"cannot reach the daemon: permission denied on {path} (the control socket "
-                "is root only)"
+                "is root's, and server.group's when that is set)"
             ) from None
         except OSError as exc:
             raise ControlError(

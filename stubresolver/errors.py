@@ -66,6 +66,10 @@ class ControlError(StubError):
     """The control socket cannot be reached or answered nonsense (client side)."""
 
 
+class ControlPermissionError(ControlError):
+    """The control socket exists but this user may not connect to it."""
+
+
 class TakeoverError(StubError):
     """Taking over or restoring the system's DNS failed (a file could not be read or
     written, a journal is unreadable); nothing is guessed."""
@@ -74,6 +78,16 @@ class TakeoverError(StubError):
 class GuardError(StubError):
     """The nftables guard could not be applied, updated or removed (nft missing or it
     rejected the transaction); the message carries nft's own words."""
+
+
+class PrivilegeError(StubError):
+    """Dropping to ``server.user`` failed part way (privilege.py): the service stops rather
+    than serve with privileges it should not have, or without those it needs."""
+
+
+class InstallError(StubError):
+    """`stubresolver install` or `uninstall` cannot go on (not root, no systemctl, a step
+    failed); the message names the step and the manifest says what is done."""
 
 
 class WorldError(StubError):

@@ -3,8 +3,8 @@
 # and hand it the DNS servers and domains the VPN pushed.
 #
 #   openvpn ... --script-security 2 \
-#       --up /etc/stubresolver/hooks/openvpn-updown.sh \
-#       --down /etc/stubresolver/hooks/openvpn-updown.sh
+#       --up /usr/local/lib/stubresolver/openvpn-updown.sh \
+#       --down /usr/local/lib/stubresolver/openvpn-updown.sh
 #
 # (or `up`/`down` lines in the .conf). OpenVPN runs --up after the tun device is configured
 # and --down after it is closed; its environment says which (script_type=up|down, dev=tun0).

@@ -61,6 +61,16 @@ def remove_table() -> bool:
     return True
 
 
+def remove_if_there() -> bool:
+    """`restore` and `uninstall`: our table goes too (a lockdown's, or a crashed daemon's).
+    False, doing nothing, where nft is not installed: then no guard can be loaded here."""
+    try:
+        nft_path()
+    except GuardError:
+        return False
+    return remove_table()
+
+
 def redirect_targets(
     listen: Sequence[ListenAddress],
 ) -> tuple[tuple[str, int] | None, tuple[str, int] | None]:

@@ -6,6 +6,7 @@ rename itself survive a power cut."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +50,32 @@ def replace_with_symlink(path: Path, target: str, owner: tuple[int, int]) -> Non
 def remove(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+    fsync_dir(path.parent)
+
+
+def make_dir(path: Path, mode: int) -> None:
+    """Make ``path`` (its parent must exist); an existing directory is left as it is."""
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if not path.is_dir():
+            raise
+        return
+    os.chmod(path, mode)  # mkdir's mode passes through the umask
+    fsync_dir(path.parent)
+
+
+def remove_empty_dir(path: Path) -> None:
+    """Remove ``path`` if it is empty. Gone already is done; not empty means someone else
+    keeps a file there now, and that file (and so the directory) is theirs to keep."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            return
+        raise
     fsync_dir(path.parent)
 
 

@@ -6,7 +6,15 @@ import subprocess
 
 from stubresolver.errors import TakeoverError
 from stubresolver.takeover import fsutil
-from stubresolver.takeover.steps import MakeSymlink, Remove, Run, Step, WriteFile
+from stubresolver.takeover.steps import (
+    MakeDir,
+    MakeSymlink,
+    Remove,
+    RemoveDir,
+    Run,
+    Step,
+    WriteFile,
+)
 
 #: A manager's tool that does not answer in this time is treated as failed; the plan stops
 #: there and the journal says how far it got.
@@ -28,6 +36,10 @@ def execute(step: Step) -> None:
             fsutil.replace_with_symlink(step.path, step.target, (step.uid, step.gid))
         elif isinstance(step, Remove):
             fsutil.remove(step.path)
+        elif isinstance(step, MakeDir):
+            fsutil.make_dir(step.path, step.mode)
+        elif isinstance(step, RemoveDir):
+            fsutil.remove_empty_dir(step.path)
         else:
             _run(step)
     except OSError as exc:
@@ -35,16 +47,17 @@ def execute(step: Step) -> None:
 
 
 def _run(step: Run) -> None:
+    timeout = RUN_TIMEOUT if step.timeout is None else step.timeout
     try:
         done = subprocess.run(
             step.argv,
             input=step.stdin,
             capture_output=True,
-            timeout=RUN_TIMEOUT,
+            timeout=timeout,
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise TakeoverError(f"{step.describe()}: no answer in {RUN_TIMEOUT:g} s") from None
+        raise TakeoverError(f"{step.describe()}: no answer in {timeout:g} s") from None
     if done.returncode != 0 and not step.may_fail:
         said = done.stderr.decode(errors="replace").strip().splitlines()
         reason = said[-1] if said else f"exit {done.returncode}"

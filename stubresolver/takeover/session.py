@@ -100,6 +100,12 @@ def take_over(config: Config) -> Plan:
         )
     else:
         log.info("takeover: found %s; backend %s", config.takeover.resolv_conf, chosen.manager)
+    _journal_and_apply(chosen, config)
+    log.info("took over the system's DNS (backend %s)", chosen.manager)
+    return chosen
+
+
+def _journal_and_apply(chosen: Plan, config: Config) -> None:
     steps = tuple(step.describe() for step in chosen.apply)
     record = Journal(chosen.manager, chosen.found, steps, chosen.restore)
     journal.write(config.state_dir, record)
@@ -107,15 +113,30 @@ def take_over(config: Config) -> Plan:
         runner.execute(step)
         record = record.completed(index + 1)
         journal.write(config.state_dir, record)
-    log.info("took over the system's DNS (backend %s)", chosen.manager)
-    return chosen
 
 
-def reassert(chosen: Plan) -> None:
-    """Run the apply steps again (each is idempotent): the drift watchdog's answer when
-    someone took DNS back. The journal is unchanged: the originals stay the first ones."""
-    for step in chosen.apply:
+def reassert(chosen: Plan, config: Config) -> Plan:
+    """Put back what no longer holds (the backend's repair steps, each idempotent): the
+    drift watchdog's answer when someone took DNS back. The originals stay the first ones.
+    When the backend finds more to cover (refresh: a link that appeared), what it found is
+    journaled first and the plan grows by it; the plan to use from now on is returned."""
+    found = chosen.backend.refresh(chosen.found, config)
+    record: Journal | None = None
+    if found != chosen.found:
+        added = [f"{k} = {v}" for k, v in found.facts if (k, v) not in chosen.found.facts]
+        log.warning("takeover: taking over what appeared since: %s", "; ".join(added))
+        backend = chosen.backend
+        chosen = Plan(
+            backend, found, backend.apply(found, config), backend.restore(found), chosen.resumed
+        )
+        steps = tuple(step.describe() for step in chosen.apply)
+        record = Journal(chosen.manager, found, steps, chosen.restore)
+        journal.write(config.state_dir, record)
+    for step in chosen.backend.repair(chosen.found, config):
         runner.execute(step)
+    if record is not None:  # every apply step is in effect again
+        journal.write(config.state_dir, record.completed(len(chosen.apply)))
+    return chosen
 
 
 def restore(state_dir: Path) -> list[str] | None:

@@ -1,5 +1,7 @@
 """The steps a takeover plan is made of, as data (STYLE.md 7): every backend renders its
-apply and restore plans from these, runner.py executes them, the journal stores them. A step
+apply and restore plans from these, runner.py executes them, the journal stores them.
+`stubresolver install` builds its plans from the same steps (stubresolver/install/steps.py
+adds the few it needs beyond them). A step
 describes itself in one line, for the log, `--dry-run` and the closing `restore` report."""
 
 from __future__ import annotations
@@ -52,21 +54,47 @@ class Remove:
 
 
 @dataclass(frozen=True, slots=True)
+class MakeDir:
+    """Make the directory ``path`` (a drop-in directory the system does not have yet); one
+    that exists already is left as it is, so a re-assert can run this again."""
+
+    path: Path
+    mode: int = 0o755
+
+    def describe(self) -> str:
+        return f"make directory {self.path} (mode {self.mode:04o})"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveDir:
+    """Remove the directory ``path`` that a MakeDir made. Restore plans use it only for a
+    directory that was absent before us; if someone else has put a file in it since, it is
+    left, with their file (rmdir never removes contents)."""
+
+    path: Path
+
+    def describe(self) -> str:
+        return f"remove directory {self.path} (if empty)"
+
+
+@dataclass(frozen=True, slots=True)
 class Run:
     """Run a DNS manager's own tool (resolvectl, nmcli, resolvconf, busctl): how a plan
     speaks to a daemon. A non-zero exit fails the step, unless ``may_fail`` (an undo that
-    is also right when there was nothing to undo)."""
+    is also right when there was nothing to undo). ``timeout`` None: the runner's default
+    (a pip install of the service gets longer than a manager's tool)."""
 
     argv: tuple[str, ...]
     may_fail: bool = False
     stdin: bytes = b""
+    timeout: float | None = None
 
     def describe(self) -> str:
         tail = f" < {len(self.stdin)} bytes" if self.stdin else ""
         return "run " + " ".join(self.argv) + tail
 
 
-Step = WriteFile | MakeSymlink | Remove | Run
+Step = WriteFile | MakeSymlink | Remove | MakeDir | RemoveDir | Run
 
 
 def restore_original(original: Original) -> Step:
@@ -96,11 +124,18 @@ def encode_step(step: Step) -> dict[str, Any]:
         return {"link": str(step.path), "target": step.target, "uid": step.uid, "gid": step.gid}
     if isinstance(step, Remove):
         return {"remove": str(step.path)}
-    return {
+    if isinstance(step, MakeDir):
+        return {"mkdir": str(step.path), "mode": step.mode}
+    if isinstance(step, RemoveDir):
+        return {"rmdir": str(step.path)}
+    encoded: dict[str, Any] = {
         "run": list(step.argv),
         "may_fail": step.may_fail,
         "stdin_base64": base64.b64encode(step.stdin).decode(),
     }
+    if step.timeout is not None:
+        encoded["timeout"] = step.timeout
+    return encoded
 
 
 def decode_step(raw: dict[str, Any]) -> Step:
@@ -122,11 +157,17 @@ def decode_step(raw: dict[str, Any]) -> Step:
         )
     if "remove" in raw:
         return Remove(Path(str(raw["remove"])))
+    if "mkdir" in raw:
+        return MakeDir(Path(str(raw["mkdir"])), int(raw["mode"]))
+    if "rmdir" in raw:
+        return RemoveDir(Path(str(raw["rmdir"])))
     argv = raw["run"]
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise ValueError(f"run step {argv!r}")
+    timeout = raw.get("timeout")
     return Run(
         tuple(argv),
         bool(raw["may_fail"]),
         base64.b64decode(raw.get("stdin_base64", ""), validate=True),
+        None if timeout is None else float(timeout),
     )

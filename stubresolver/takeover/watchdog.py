@@ -102,7 +102,7 @@ class DriftWatchdog:
             self.chosen.manager,
         )
         try:
-            reassert(self.chosen)
+            self.chosen = reassert(self.chosen, self.config)
         except TakeoverError as exc:
             self.failures += 1
             self.last_error = str(exc)

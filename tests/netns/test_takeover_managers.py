@@ -3,7 +3,8 @@ mount+network namespace (testkit.privatesys), with the managers' tools (resolvec
 systemctl, nmcli) replaced on PATH by recording shims: the daemons themselves do not run
 here (no systemd as PID 1, no system bus). What is asserted is what the daemon wrote and
 which commands it ran, in order, and that restore gives every file back byte for byte and
-every link its recorded DNS default route."""
+every link its recorded DNS servers and default route. systemd-resolved itself, running,
+is what tests/netns/test_takeover_resolved.py takes over."""
 
 from __future__ import annotations
 
@@ -21,12 +22,17 @@ from testkit.privatesys import PrivateSystem, tools_missing
 from testkit.processes import Process, wait_until
 
 SHIM = """#!/bin/sh
-# Records every call; resolvectl default-route keeps a per-link state like resolved would.
+# Records every call; resolvectl default-route and dns keep a per-link state like resolved.
 echo "$(basename "$0") $*" >> "{calls}"
-if [ "$(basename "$0")" = resolvectl ] && [ "$1" = default-route ]; then
-  if [ -n "$3" ]; then echo "$3" > "{state}/$2"; exit 0; fi
+if [ "$(basename "$0")" = resolvectl ]; then
+  case "$1" in
+    default-route) file="{state}/$2"; default=yes ;;
+    dns) file="{state}/dns-$2"; default=192.0.2.53 ;;
+    *) exit 0 ;;
+  esac
+  if [ $# -ge 3 ]; then shift 2; echo "$*" > "$file"; exit 0; fi
   ip link show "$2" > /dev/null 2>&1 || exit 1
-  value=$(cat "{state}/$2" 2>/dev/null || echo yes)
+  if [ -e "$file" ]; then value=$(cat "$file"); else value=$default; fi
   echo "Link 9 ($2): $value"
 fi
 exit 0
@@ -54,11 +60,17 @@ def system(tmp_path: Path, netns_ok: None) -> Iterator[PrivateSystem]:
         yield sysns
 
 
-def calls(sysns: PrivateSystem) -> list[str]:
+# The start-up read of the IPv6 servers other links learned (learned.py): only reads,
+# before any takeover step; checked once in test_startup_reads_learned_servers_first.
+LEARNED_READS = ("resolvectl dns", "nmcli -t -f GENERAL.DEVICE,IP6.DNS device show")
+
+
+def calls(sysns: PrivateSystem, *, reads: bool = False) -> list[str]:
     try:
-        return (sysns.tmp / "calls.log").read_text().splitlines()
+        lines = (sysns.tmp / "calls.log").read_text().splitlines()
     except FileNotFoundError:
         return []
+    return lines if reads else [line for line in lines if line not in LEARNED_READS]
 
 
 def start(sysns: PrivateSystem, mode: str, ready: Path) -> Process:
@@ -98,6 +110,8 @@ def test_networkmanager_backend_stops_nm_writing_and_restores(system: PrivateSys
         assert drop_in.read_bytes() == DROP_IN_TEXT
         assert b"dns=none" in DROP_IN_TEXT
         assert calls(system) == ["nmcli general reload conf"]
+        # The start-up read of learned servers only reads, before the first step.
+        assert calls(system, reads=True) == [*LEARNED_READS, "nmcli general reload conf"]
     finally:
         assert proc.stop(signal.SIGTERM, grace=10) == 0, proc.log_tail()
     assert resolv.read_bytes() == original
@@ -122,17 +136,53 @@ def test_resolved_backend_routes_every_name_to_us_and_restores(system: PrivateSy
         assert resolv.read_bytes() == stub_file  # resolved stays in the path
         assert calls(system) == [
             "resolvectl default-route eth-peer",  # the probe, recorded in the journal
+            "resolvectl dns eth-peer",
             "resolvectl default-route eth-test",
+            "resolvectl dns eth-test",
             "systemctl try-restart systemd-resolved.service",
+            "resolvectl dns eth-peer ",  # '': the link's own servers cleared
             "resolvectl default-route eth-peer no",
+            "resolvectl dns eth-test ",
             "resolvectl default-route eth-test no",
         ]
+        assert (system.tmp / "state" / "dns-eth-test").read_text().strip() == ""
     finally:
         assert proc.stop(signal.SIGTERM, grace=10) == 0, proc.log_tail()
     assert not drop_in.exists()
     assert link_state.read_text().strip() == "yes"  # what the probe found, set back
-    assert calls(system)[-3:] == [
+    assert (system.tmp / "state" / "dns-eth-test").read_text().strip() == "192.0.2.53"
+    assert calls(system)[-5:] == [
         "systemctl try-restart systemd-resolved.service",
+        "resolvectl dns eth-peer 192.0.2.53",
         "resolvectl default-route eth-peer yes",
+        "resolvectl dns eth-test 192.0.2.53",
         "resolvectl default-route eth-test yes",
     ]
+
+
+def test_a_sigterm_in_the_middle_of_the_takeover_still_ends_in_a_clean_restore(
+    system: PrivateSystem,
+) -> None:
+    """SIGTERM arrives while the takeover's nmcli runs: the daemon finishes starting, then
+    stops as on any SIGTERM (restore, exit 0) instead of dying with DNS half taken over.
+    The nmcli shim holds the takeover until the test has sent the signal."""
+    started, go = system.tmp / "nmcli-started", system.tmp / "nmcli-go"
+    (system.tmp / "shims" / "nmcli").write_text(
+        f'#!/bin/sh\necho "nmcli $*" >> "{system.tmp / "calls.log"}"\n'
+        f'[ -e "{go}" ] && exit 0\ntouch "{started}"\n'
+        f'while [ ! -e "{go}" ]; do sleep 0.05; done\n'
+    )
+    resolv = system.etc / "resolv.conf"
+    original = b"# Generated by NetworkManager\nnameserver 192.0.2.53\n"
+    resolv.write_bytes(original)
+    drop_in = system.etc / "NetworkManager" / "conf.d" / "90-stubresolver.conf"
+    drop_in.parent.mkdir(parents=True, exist_ok=True)
+    proc = start(system, "networkmanager", started)
+    proc.popen.send_signal(signal.SIGTERM)
+    go.touch()
+    assert proc.popen.wait(timeout=20) == 0, proc.log_tail()
+    proc.stop()
+    assert resolv.read_bytes() == original
+    assert not drop_in.exists()
+    assert calls(system) == ["nmcli general reload conf"] * 2
+    assert "restore: write /etc/resolv.conf" in proc.log_tail(50)

@@ -465,3 +465,17 @@ def test_a_bootstrap_host_cannot_also_be_a_local_cname() -> None:
             )
         )
     assert info.value.path == "bootstrap_hosts"
+
+
+def test_server_user_and_group() -> None:
+    """Off by default (no drop, the README's run command keeps working); names only, an
+    error names the key. Whether the account exists is privilege.py's check at start."""
+    config = parse_config(base())
+    assert (config.server.user, config.server.group) == ("", "")
+    given = parse_config(base(server={"user": "stubresolver", "group": "stubresolver"}))
+    assert (given.server.user, given.server.group) == ("stubresolver", "stubresolver")
+    assert parse_config(base(server={"user": "", "group": None})).server == config.server
+    for key, value in (("user", 0), ("user", "1abc"), ("group", "-x"), ("group", "a b")):
+        with pytest.raises(ConfigError) as info:
+            parse_config(base(server={key: value}))
+        assert info.value.path == f"server.{key}"

@@ -12,12 +12,18 @@ from stubresolver.takeover.backends import Found, networkmanager, resolvconf, re
 from stubresolver.takeover.backends.file import FileBackend
 from stubresolver.takeover.detect import SystemFacts, choose, manager_of
 from stubresolver.takeover.journal import Journal, decode, encode
+from stubresolver.takeover.journal import read as read_journal
 from stubresolver.takeover.original import Original
 from stubresolver.takeover.resolv_conf import MARKER, is_ours, nameservers
 from stubresolver.takeover.resolv_conf import render as render_resolv_conf
+from stubresolver.takeover.resolvectl import link_value
+from stubresolver.takeover.runner import execute
+from stubresolver.takeover.session import Plan, reassert
 from stubresolver.takeover.steps import (
+    MakeDir,
     MakeSymlink,
     Remove,
+    RemoveDir,
     Run,
     WriteFile,
     decode_step,
@@ -169,6 +175,8 @@ def test_journal_round_trip_keeps_every_byte() -> None:
         WriteFile(PATH, bytes(range(256)), 0o600, 7, 8, 99),
         MakeSymlink(PATH, "/run/x", 1, 2),
         Remove(Path("/etc/x.conf")),
+        MakeDir(Path("/etc/x.d"), 0o750),
+        RemoveDir(Path("/etc/x.d")),
         Run(("resolvectl", "default-route", "eth0", "yes"), may_fail=True, stdin=b"\0\1"),
     )
     for original in (every_byte, LINK, Original(PATH, "absent")):
@@ -207,29 +215,88 @@ def test_unreadable_journal_is_an_error(data: bytes) -> None:
 # --- the manager backends' plans, as data -------------------------------------------------
 
 
+RESTART = ("systemctl", "try-restart", "systemd-resolved.service")
+
+
 def test_resolved_plan_routes_every_name_to_us_and_restores_each_link() -> None:
     backend = resolved.ResolvedBackend()
     assert backend.paths(CONFIG) == (resolved.DROP_IN,)
     absent = Original(resolved.DROP_IN, "absent")
-    found = Found((absent,), (("default-route:eth0", "yes"), ("default-route:wlan0", "no")))
+    facts = (
+        ("drop-in-dir", "present"),
+        ("default-route:eth0", "yes"),
+        ("dns:eth0", "192.0.2.1 2001:db8::53#dns.example"),
+        ("default-route:wlan0", "no"),
+        ("dns:wlan0", ""),
+    )
+    found = Found((absent,), facts)
     write, restart, *links = backend.apply(found, CONFIG)
     assert isinstance(write, WriteFile) and write.path == resolved.DROP_IN
     text = write.data.decode()
     # The stub is the only server for "~." and resolved's compiled-in fallbacks are gone.
     for line in ("DNS=127.0.0.1 ::1", "Domains=~.", "FallbackDNS=", "LLMNR=no", "MulticastDNS=no"):
         assert line in text.splitlines()
-    assert restart == Run(("systemctl", "try-restart", "systemd-resolved.service"))
+    assert restart == Run(RESTART)
+    # Every other link loses its own servers as well as its default route.
     assert links == [
+        Run(("resolvectl", "dns", "eth0", "")),
         Run(("resolvectl", "default-route", "eth0", "no")),
+        Run(("resolvectl", "dns", "wlan0", "")),
         Run(("resolvectl", "default-route", "wlan0", "no")),
     ]
-    # Restore: the drop-in goes, resolved restarts, each link gets back what it had.
+    # Restore: the drop-in goes, resolved restarts, each link gets back exactly what it had.
     assert backend.restore(found) == (
         Remove(resolved.DROP_IN),
-        Run(("systemctl", "try-restart", "systemd-resolved.service"), may_fail=True),
+        Run(RESTART, may_fail=True),
+        Run(("resolvectl", "dns", "eth0", "192.0.2.1", "2001:db8::53#dns.example"), may_fail=True),
         Run(("resolvectl", "default-route", "eth0", "yes"), may_fail=True),
+        Run(("resolvectl", "dns", "wlan0", ""), may_fail=True),
         Run(("resolvectl", "default-route", "wlan0", "no"), may_fail=True),
     )
+
+
+def test_resolved_plan_makes_the_drop_in_directory_and_removes_only_its_own() -> None:
+    backend = resolved.ResolvedBackend()
+    absent = Original(resolved.DROP_IN, "absent")
+    found = Found((absent,), (("drop-in-dir", "absent"),))
+    apply = backend.apply(found, CONFIG)
+    assert apply[0] == MakeDir(resolved.DROP_IN.parent)
+    assert isinstance(apply[1], WriteFile) and apply[2] == Run(RESTART)
+    assert backend.restore(found) == (
+        Remove(resolved.DROP_IN),
+        RemoveDir(resolved.DROP_IN.parent),
+        Run(RESTART, may_fail=True),
+    )
+    # A directory that was there stays there.
+    kept = Found((absent,), (("drop-in-dir", "present"),))
+    assert not any(isinstance(s, MakeDir) for s in backend.apply(kept, CONFIG))
+    assert not any(isinstance(s, RemoveDir) for s in backend.restore(kept))
+
+
+def test_resolved_link_without_readable_servers_is_still_cleared() -> None:
+    # The probe read the default route but not the servers: cleared anyway (no leak), and
+    # restore sets back only what was recorded.
+    backend = resolved.ResolvedBackend()
+    found = Found((Original(resolved.DROP_IN, "absent"),), (("default-route:eth0", "yes"),))
+    assert Run(("resolvectl", "dns", "eth0", "")) in backend.apply(found, CONFIG)
+    assert backend.restore(found)[-1:] == (
+        Run(("resolvectl", "default-route", "eth0", "yes"), may_fail=True),
+    )
+    assert not any("dns" in s.argv for s in backend.restore(found) if isinstance(s, Run))
+
+
+def test_make_dir_and_remove_empty_dir(tmp_path: Path) -> None:
+    target = tmp_path / "resolved.conf.d"
+    execute(MakeDir(target, 0o755))
+    execute(MakeDir(target, 0o755))  # a re-assert: already there, left alone
+    assert target.is_dir() and (target.stat().st_mode & 0o777) == 0o755
+    (target / "theirs.conf").write_text("[Resolve]\n")
+    execute(RemoveDir(target))  # someone else's file is in it: kept, with the directory
+    assert (target / "theirs.conf").exists()
+    (target / "theirs.conf").unlink()
+    execute(RemoveDir(target))
+    assert not target.exists()
+    execute(RemoveDir(target))  # gone already: nothing to do
 
 
 def test_networkmanager_plan_stops_nm_before_writing_resolv_conf() -> None:
@@ -258,3 +325,74 @@ def test_resolvconf_plan_is_one_exclusive_record() -> None:
         stdin=b"nameserver 127.0.0.1\nnameserver ::1\noptions edns0 trust-ad\n",
     )
     assert backend.restore(Found(())) == (Run(("resolvconf", "-f", "-d", "lo.stubresolver")),)
+
+
+class _GrowingBackend:
+    """A backend whose refresh finds one more fact (as resolved's does for a new link); its
+    plans write that fact into a file, so what the runner did can be read back."""
+
+    name = "file"
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def paths(self, config: Config) -> tuple[Path, ...]:
+        return ()
+
+    def probe(self, config: Config) -> tuple[tuple[str, str], ...]:
+        return (("link:eth0", "yes"),)
+
+    def refresh(self, found: Found, config: Config) -> Found:
+        if ("link:eth1", "yes") in found.facts:
+            return found
+        return Found(found.originals, (*found.facts, ("link:eth1", "yes")))
+
+    def apply(self, found: Found, config: Config) -> tuple[WriteFile, ...]:
+        text = " ".join(k for k, _ in found.facts).encode()
+        return (WriteFile(self.target, text, 0o644),)
+
+    def restore(self, found: Found) -> tuple[Remove, ...]:
+        return (Remove(self.target),)
+
+    def repair(self, found: Found, config: Config) -> tuple[WriteFile, ...]:
+        return self.apply(found, config)
+
+    def watch(self, config: Config) -> tuple[Path, ...]:
+        return ()
+
+    def holds(self, found: Found, config: Config) -> bool:
+        return False
+
+
+def test_reassert_journals_what_refresh_found_before_applying_it(tmp_path: Path) -> None:
+    config = parse_config(
+        {"upstreams": ["udp://10.8.0.1"], "takeover": {"mode": "file"}, "state_dir": str(tmp_path)}
+    )
+    backend = _GrowingBackend(tmp_path / "applied")
+    found = Found((), backend.probe(config))
+    chosen = Plan(backend, found, backend.apply(found, config), backend.restore(found), False)
+    grown = reassert(chosen, config)
+    assert grown.found.facts == (("link:eth0", "yes"), ("link:eth1", "yes"))
+    assert (tmp_path / "applied").read_bytes() == b"link:eth0 link:eth1"
+    recorded = read_journal(tmp_path)
+    assert recorded is not None and recorded.found == grown.found and recorded.done == 1
+    # Nothing more to find: the same plan, run again, journal unchanged.
+    assert reassert(grown, config) is grown
+    assert read_journal(tmp_path) == recorded
+
+
+@pytest.mark.parametrize(
+    ("output", "link", "value"),
+    [
+        ("Link 2 (eth0): 192.0.2.1\n", "eth0", "192.0.2.1"),
+        ("Link 2 (eth0): 192.0.2.1:5353 2001:db8::53#dns.example\n", "eth0",
+         "192.0.2.1:5353 2001:db8::53#dns.example"),
+        ("Link 3 (wlan0):\n", "wlan0", ""),  # no servers
+        ("Link 3 (wlan0): yes\n", "wlan0", "yes"),
+        ("Global: 127.0.0.1\nLink 2 (eth0): 10.0.0.1\n", "eth0", "10.0.0.1"),
+        ("Link 2 (eth0): 10.0.0.1\n", "eth1", None),  # another link's line
+        ("Failed to resolve interface\n", "eth0", None),
+    ],
+)  # fmt: skip
+def test_resolvectl_link_lines(output: str, link: str, value: str | None) -> None:
+    assert link_value(output, link) == value

@@ -9,7 +9,15 @@ A backend declares:
 - ``probe(config)``: read-only facts about the manager's state the plans depend on (for
   systemd-resolved, each link's DNS default route), recorded in the journal too, so a
   restore after a crash knows the state before us, not the state we made.
+- ``refresh(found, config)``: ``found`` plus the state of what the plans must now also
+  cover and the probe did not see (for systemd-resolved, a link that appeared after the
+  takeover), read before it is changed; the others return ``found`` as it is. The drift
+  watchdog journals what it adds before re-asserting, as the takeover journals first.
 - ``apply(found, config)`` and ``restore(found)``: pure.
+- ``repair(found, config)``: read-only, the steps that put back what no longer holds (the
+  watchdog's re-assert runs them): the whole apply plan, whose steps are idempotent, unless
+  part of it is costly and still in place (systemd-resolved skips its restart while its
+  drop-in holds, so a link given its servers back does not cost a resolved restart).
 - ``watch(config)``: the files whose change may mean someone took DNS back (the drift
   watchdog watches their directories with inotify), and ``holds(found, config)``: a
   read-only check that the takeover is still in place.
@@ -52,9 +60,13 @@ class Backend(Protocol):
 
     def probe(self, config: Config) -> tuple[tuple[str, str], ...]: ...
 
+    def refresh(self, found: Found, config: Config) -> Found: ...
+
     def apply(self, found: Found, config: Config) -> tuple[Step, ...]: ...
 
     def restore(self, found: Found) -> tuple[Step, ...]: ...
+
+    def repair(self, found: Found, config: Config) -> tuple[Step, ...]: ...
 
     def watch(self, config: Config) -> tuple[Path, ...]: ...
 

@@ -24,12 +24,18 @@ class FileBackend:
     def probe(self, config: Config) -> tuple[tuple[str, str], ...]:
         return ()
 
+    def refresh(self, found: Found, config: Config) -> Found:
+        return found
+
     def apply(self, found: Found, config: Config) -> tuple[Step, ...]:
         path = config.takeover.resolv_conf
         return (WriteFile(path, resolv_conf.render(config.listen), resolv_conf.OUR_MODE),)
 
     def restore(self, found: Found) -> tuple[Step, ...]:
         return tuple(restore_original(o) for o in found.originals)
+
+    def repair(self, found: Found, config: Config) -> tuple[Step, ...]:
+        return self.apply(found, config)
 
     def watch(self, config: Config) -> tuple[Path, ...]:
         return (config.takeover.resolv_conf,)

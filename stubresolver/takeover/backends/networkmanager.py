@@ -32,6 +32,9 @@ class NetworkManagerBackend:
     def probe(self, config: Config) -> tuple[tuple[str, str], ...]:
         return ()
 
+    def refresh(self, found: Found, config: Config) -> Found:
+        return found
+
     def apply(self, found: Found, config: Config) -> tuple[Step, ...]:
         ours = resolv_conf.render(config.listen)
         return (
@@ -45,6 +48,9 @@ class NetworkManagerBackend:
         # The reload may fail when NetworkManager is stopped meanwhile; nothing to tell it.
         files = tuple(restore_original(o) for o in found.originals)
         return (*files, Run(RELOAD.argv, may_fail=True))
+
+    def repair(self, found: Found, config: Config) -> tuple[Step, ...]:
+        return self.apply(found, config)
 
     def watch(self, config: Config) -> tuple[Path, ...]:
         return (config.takeover.resolv_conf, DROP_IN)

@@ -32,11 +32,17 @@ class ResolvconfBackend:
     def probe(self, config: Config) -> tuple[tuple[str, str], ...]:
         return ()
 
+    def refresh(self, found: Found, config: Config) -> Found:
+        return found
+
     def apply(self, found: Found, config: Config) -> tuple[Step, ...]:
         return (Run(("resolvconf", "-x", "-a", RECORD), stdin=record_text(config)),)
 
     def restore(self, found: Found) -> tuple[Step, ...]:
         return (Run(("resolvconf", "-f", "-d", RECORD)),)  # -f: no error if already gone
+
+    def repair(self, found: Found, config: Config) -> tuple[Step, ...]:
+        return self.apply(found, config)
 
     def watch(self, config: Config) -> tuple[Path, ...]:
         return (config.takeover.resolv_conf,)

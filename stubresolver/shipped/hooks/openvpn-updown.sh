@@ -1,0 +1,1 @@
+../../../packaging/hooks/openvpn-updown.sh
