@@ -100,7 +100,9 @@ def run_benchmark(args: argparse.Namespace, workdir: Path, harness: Harness) -> 
                     "--pid-file="]  # fmt: skip
         else:
             conf = workdir / f"{label}.yaml"
-            conf.write_text(plain_stub_config(STUB_IP, port, UPSTREAM_IP, up_port))
+            conf.write_text(
+                plain_stub_config(STUB_IP, port, UPSTREAM_IP, up_port, udp_batch=args.udp_batch)
+            )
             argv = [sys.executable, "-m", "stubresolver", "run", "--config", str(conf)]
         print(f"starting {label} ({args.stub}) on {STUB_IP}:{port}", flush=True)
         srv = harness.spawn(label, STUB_IP, port, argv)
@@ -218,7 +220,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="what runs in the stub slot; 'dnsmasq' is a stand-in for harness development",
     )  # fmt: skip
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
+    p.add_argument(
+        "--udp-batch", choices=("on", "off"), default="on",
+        help="server.udp_batch for the stub: recvmmsg/sendmmsg (on) or one call per datagram",
+    )  # fmt: skip
     args = p.parse_args(argv)
+    args.udp_batch = args.udp_batch == "on"
     if args.rounds is None:
         args.rounds = 2 if args.quick else 3
     if args.duration is None:

@@ -129,6 +129,9 @@ class ServerConfig:
     #: socket is this group's too (mode 0660), so unprivileged VPN hooks in it can call
     #: ``tunnel-down``; otherwise it stays 0600.
     group: str = ""
+    #: Move UDP queries and their immediate answers with recvmmsg/sendmmsg, up to 64 per
+    #: system call (mmsg.py); false: one recvfrom and one sendto per datagram.
+    udp_batch: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -579,6 +582,8 @@ def _parse_server(raw: object) -> ServerConfig:
                 f"must be between {_UDP_PAYLOAD_MIN} and {_UDP_PAYLOAD_MAX}, got {payload}",
             )
         given["udp_max_payload"] = payload
+    if "udp_batch" in section:
+        given["udp_batch"] = _get(section, "udp_batch", "server", bool)
     for key in ("user", "group"):
         if section.get(key) not in (None, ""):  # "" or null: the default, do not drop
             given[key] = _account_name(section, key)

@@ -11,7 +11,8 @@ import subprocess
 from stubresolver.leaktest.systemcheck import networkmanager_servers, resolved_link_servers
 
 
-def _output(argv: list[str]) -> str | None:
+def tool_output(argv: list[str]) -> str | None:
+    """A manager tool's standard output, or None when it fails or is missing."""
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.TimeoutExpired):
@@ -24,10 +25,10 @@ def learned_ipv6_servers() -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     resolvectl = shutil.which("resolvectl")
     if resolvectl:
-        found += resolved_link_servers(_output([resolvectl, "dns"]) or "")
+        found += resolved_link_servers(tool_output([resolvectl, "dns"]) or "")
     nmcli = shutil.which("nmcli")
     if nmcli:
-        text = _output([nmcli, "-t", "-f", "GENERAL.DEVICE,IP6.DNS", "device", "show"])
+        text = tool_output([nmcli, "-t", "-f", "GENERAL.DEVICE,IP6.DNS", "device", "show"])
         found += networkmanager_servers(text)
     unique: dict[tuple[str, str], None] = {}
     for link, server in found:

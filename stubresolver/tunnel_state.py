@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from collections.abc import Callable
@@ -33,17 +34,22 @@ class TunnelState:
         return current is not None and current() != self.epoch
 
     def address_for(self, family: int) -> str | None:
-        """The first tunnel address of ``family`` (AF_INET / AF_INET6), or None."""
-        for addr in self.addresses:
-            ip = ipaddress.ip_address(addr)
-            if (ip.version == 4) == (family == socket.AF_INET):
-                return addr
-        return None
+        """The first tunnel address of ``family`` (AF_INET / AF_INET6), or None. Asked for
+        every upstream socket made: the answer is remembered per address list."""
+        return _first_of_family(self.addresses, family == socket.AF_INET)
 
     @property
     def label(self) -> str:
         """The interface name for messages, or the configured patterns' stand-in."""
         return self.ifname or "tunnel"
+
+
+@functools.lru_cache(maxsize=64)
+def _first_of_family(addresses: tuple[str, ...], v4: bool) -> str | None:
+    for addr in addresses:
+        if (ipaddress.ip_address(addr).version == 4) == v4:
+            return addr
+    return None
 
 
 DOWN = TunnelState(up=False, ifname=None, ifindex=None, addresses=(), epoch=0)

@@ -32,14 +32,21 @@ def _head(listen_ip: str, listen_port: int) -> list[str]:
 
 
 def plain_stub_config(
-    listen_ip: str, listen_port: int, upstream_ip: str, upstream_port: int
+    listen_ip: str,
+    listen_port: int,
+    upstream_ip: str,
+    upstream_port: int,
+    *,
+    udp_batch: bool = True,
 ) -> str:
     """One plain ``udp://`` upstream; room for the 100,000-entry RSS measurement plus the
-    10,000 hit names in the cache."""
+    10,000 hit names in the cache. ``udp_batch``: server.udp_batch (recvmmsg/sendmmsg)."""
     return "\n".join(
         [
             *_head(listen_ip, listen_port),
             f"  - udp://{upstream_ip}:{upstream_port}",
+            "server:",
+            f"  udp_batch: {'true' if udp_batch else 'false'}",
             *_cache_and_rest(200_000, 67_108_864),
         ]
     )

@@ -4,9 +4,8 @@ state, sniff while probing, and hand every result to the pure checks and the rep
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from stubresolver.leaktest.report import (
     Step,
 )
 from stubresolver.leaktest.sniff import Sniffer
+from stubresolver.learned import tool_output
 
 #: Names whose answer is the address the asking resolver comes from (Akamai's and
 #: Google's), so the egress the world sees can be compared with the VPN provider's.
@@ -34,21 +34,6 @@ class Options:
     whoami: bool = False
     resolv_conf: Path = Path("/etc/resolv.conf")
     whoami_names: tuple[tuple[str, str], ...] = WHOAMI
-    tools: dict[str, str | None] = field(default_factory=dict)  # tests: tool -> path
-
-
-def _tool(options: Options, name: str) -> str | None:
-    if name in options.tools:
-        return options.tools[name]
-    return shutil.which(name)
-
-
-def _output(argv: list[str]) -> str | None:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout if done.returncode == 0 else None
 
 
 def _listen(status: dict[str, Any]) -> list[tuple[str, int]]:
@@ -89,18 +74,23 @@ def system_steps(status: dict[str, Any] | None, options: Options) -> list[Step]:
             Step("systemd-resolved asks only the stub", COULD_NOT_RUN, [unknown]),
         ]
     stub = [h for h, p in _listen(status) if p == 53]
-    resolvectl = _tool(options, "resolvectl")
-    resolved_text = _output([resolvectl, "dns"]) if resolvectl else None
+    resolvectl = shutil.which("resolvectl")
+    resolved_text = tool_output([resolvectl, "dns"]) if resolvectl else None
     resolved = systemcheck.check_resolved(resolved_text, stub)
     try:
         text: str | None = options.resolv_conf.read_text(errors="replace")
     except OSError:
         text = None
     resolv = systemcheck.check_resolv_conf(text, stub, via_resolved=resolved.verdict == OK)
-    nmcli = _tool(options, "nmcli")
+    nmcli = shutil.which("nmcli")
     nm_text = None
-    if nmcli and (_output([nmcli, "-t", "-f", "RUNNING", "general"]) or "").strip() == "running":
-        nm_text = _output([nmcli, "-t", "-f", "GENERAL.DEVICE,IP4.DNS,IP6.DNS", "device", "show"])
+    if (
+        nmcli
+        and (tool_output([nmcli, "-t", "-f", "RUNNING", "general"]) or "").strip() == "running"
+    ):
+        nm_text = tool_output(
+            [nmcli, "-t", "-f", "GENERAL.DEVICE,IP4.DNS,IP6.DNS", "device", "show"]
+        )
     networkmanager = systemcheck.check_networkmanager(nm_text, resolv.verdict == OK)
     return [resolv, resolved, networkmanager]
 
