@@ -89,6 +89,14 @@ def _parser() -> argparse.ArgumentParser:
     text = "the nftables guard: 'off' removes its table (a lockdown's too), 'show' prints it"
     cmd = sub.add_parser("guard", help=text, description=text)
     cmd.add_argument("action", choices=("off", "show"))
+    text = (
+        "as root: a throwaway world of network namespaces (real WireGuard tunnel, a logging "
+        "ISP resolver, the VPN's DNS) showing the stub at work; removed when it ends"
+    )
+    cmd = sub.add_parser("demo", help=text, description=text)
+    # The letter in the world's names (sr<pid><tag>-c ...): 'e' for the tests' interrupted
+    # runs; the other test worlds use letters of their own.
+    cmd.add_argument("--tag", default="d", choices=("d", "e"), help=argparse.SUPPRESS)
     _add_install_commands(sub)
     for name, text in CONTROL_COMMANDS.items():
         cmd = sub.add_parser(name, help=text, description=text, epilog=_EPILOGS.get(name))
@@ -589,6 +597,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _restore(args)
     if args.command == "guard":
         return _guard(args)
+    if args.command == "demo":
+        from stubresolver.demo.main import main as demo  # noqa: PLC0415 - only the demo needs it
+
+        return demo(args.tag)
     if args.command == "leaktest":
         return _leaktest(args)
     if args.command in ("install", "uninstall"):

@@ -88,3 +88,12 @@ class PrivilegeError(StubError):
 class InstallError(StubError):
     """`stubresolver install` or `uninstall` cannot go on (not root, no systemctl, a step
     failed); the message names the step and the manifest says what is done."""
+
+
+class WorldError(StubError):
+    """Building, driving or tearing down the netns world of `demo` (and the tests) failed;
+    the message carries the command and its output."""
+
+
+class ProcessError(StubError):
+    """A process the netns world started exited or did not become ready in time."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +22,13 @@ import dns.message
 import dns.query
 import dns.rcode
 
+from stubresolver.demo.processes import Process, start, wait_until
+
+# vpn_config and vpn_zone_lines are re-exported: they ship with `demo` now.
+from stubresolver.demo.unbound_conf import NO_CONTROL, vpn_config, vpn_zone_lines  # noqa: F401
+from stubresolver.demo.unbound_conf import basics as _basics
+from stubresolver.demo.unbound_conf import text as _text
 from testkit.ports import free_port, port_open
-from testkit.processes import Process, start, wait_until
 from testkit.zones import bench_zone_lines
 
 DOH_PATH = "/dns-query"
@@ -35,32 +40,6 @@ EXAMPLE_ZONE_LINES: tuple[str, ...] = (
     '  local-data: "a.example. 300 IN A 192.0.2.1"',
     '  local-data: "b.example. 300 IN A 192.0.2.2"',
 )
-NO_CONTROL: tuple[str, ...] = ("remote-control:", "  control-enable: no")
-
-
-def _basics(
-    directory: Path | str,
-    *,
-    logfile: Path | str | None,
-    pidfile: str,
-    verbosity: int = 1,
-    foreground: bool = False,
-) -> list[str]:
-    """The ``server:`` lines every config has: run as we started it (no chroot, no user
-    switch), in ``directory``, one thread, logging to ``logfile`` (None: stderr)."""
-    lines = [
-        '  username: ""',
-        '  chroot: ""',
-        f'  directory: "{directory}"',
-        f'  pidfile: "{pidfile}"',
-    ]
-    if foreground:
-        lines.append("  do-daemonize: no")
-    lines.append("  use-syslog: no")
-    if logfile is not None:
-        lines.append(f'  logfile: "{logfile}"')
-    lines += [f"  verbosity: {verbosity}", "  num-threads: 1"]
-    return lines
 
 
 def _transports(*, udp: bool) -> list[str]:
@@ -86,10 +65,6 @@ def _tls_service(
         f'  tls-service-pem: "{cert}"',
         f'  http-endpoint: "{DOH_PATH}"',
     ]
-
-
-def _text(*sections: Iterable[str]) -> str:
-    return "\n".join(line for section in sections for line in section) + "\n"
 
 
 # ---------------------------------------------------------------- loopback test servers
@@ -189,30 +164,6 @@ def validating_config(addr: str, port: int, directory: Path, zone: str, insecure
 
 
 # ---------------------------------------------------------------- the VPN's resolver (netns)
-
-
-def vpn_zone_lines(www_name: str, www_addr: str, load_zone: str, load_addr: str) -> list[str]:
-    """The zone the VPN's resolver serves: one www name, and a redirect zone for load."""
-    return [
-        "  # Authoritative-only: nothing outside the test zone is ever recursed for.",
-        '  local-zone: "." static',
-        '  local-zone: "example." static',
-        f'  local-data: "{www_name} 300 IN A {www_addr}"',
-        f'  local-zone: "{load_zone}" redirect',
-        f'  local-data: "{load_zone} 60 IN A {load_addr}"',
-    ]
-
-
-def vpn_config(addr: str, directory: Path, log: Path, allow: str, zone_lines: Sequence[str]) -> str:
-    """Plain DNS on ``addr:53`` inside the VPN namespace, logging every query."""
-    return _text(
-        ["server:"],
-        _basics(directory, logfile=log, pidfile="", foreground=True),
-        ["  log-queries: yes", f"  interface: {addr}", "  port: 53", "  do-ip6: no"],
-        [f"  access-control: {allow} allow", '  module-config: "iterator"'],
-        zone_lines,
-        NO_CONTROL,
-    )
 
 
 def vpn_tls_config(

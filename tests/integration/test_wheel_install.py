@@ -9,6 +9,7 @@ index this machine's pip is configured for; CI has it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import venv
@@ -63,3 +64,10 @@ def test_wheel_only_install_runs_version_and_check_config(tmp_path: Path) -> Non
     assert "'lo'" in probe.stdout
     # uvloop (the speed extra) came as a wheel too.
     _run([py, "-c", "import uvloop"], tmp_path)
+    # The netns world ships in the wheel and imports nothing from tests/ or testkit/: the
+    # installed `stubresolver demo` runs end to end from outside the checkout (it needs root;
+    # CI is root, and tests/netns/test_demo.py checks its every verdict from the checkout).
+    _run([py, "-c", "import stubresolver.demo.main, stubresolver.demo.world"], tmp_path)
+    if os.geteuid() == 0:
+        demo = _run([str(bindir / "stubresolver"), "demo"], tmp_path)
+        assert "Verdict: every step passed" in demo.stdout, demo.stdout

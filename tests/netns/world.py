@@ -1,22 +1,8 @@
-"""The end-to-end test world: client, ISP and VPN network namespaces joined by a real tunnel.
+"""The tests' name for `stubresolver.demo.world` (moved into the package so that
+`stubresolver demo` ships it); every name the tests import from here still is."""
 
-See the module docstring of `test_leak_e2e.py` for the picture. `World` composes the
-parts: `topology` (namespaces, links, addresses), `vpn` (the tunnel) and `services` (the
-ISP resolver and counters, the VPN resolver). Everything here is plain
-subprocess calls to `ip`, `wg`, `nft`, `wireguard-go`, `unbound` and `dnsmasq`; every process
-started is remembered by PID and killed by PID in `close()`; nothing outside the namespaces
-this module creates is touched except `/etc/netns/<client>/` and the WireGuard control
-sockets of our own uniquely named interfaces.
-"""
+from stubresolver.demo.world import World
 
-from __future__ import annotations
-
-import contextlib
-import os
-import shutil
-import signal
-
-from .services import Services
 from .topology import (
     C_ISP_ADDR,
     C_ISP_ADDR6,
@@ -42,12 +28,12 @@ from .topology import (
     WG_RUN_DIR,
     WWW_ADDR,
     WWW_NAME,
+    Topology,
     WorldError,
     netns_usable,
     run,
     socket_in_netns,
 )
-from .vpn import Vpn
 
 __all__ = [
     "CLONE_NEWNET",
@@ -74,52 +60,10 @@ __all__ = [
     "WG_RUN_DIR",
     "WWW_ADDR",
     "WWW_NAME",
+    "Topology",
     "World",
     "WorldError",
     "netns_usable",
     "run",
     "socket_in_netns",
 ]
-
-
-class World(Vpn, Services):
-    """Three namespaces, a userspace WireGuard tunnel, a logging ISP resolver, VPN DNS."""
-
-    def build(self) -> None:
-        for ns in (self.ns_c, self.ns_isp, self.ns_vpn):
-            run(["ip", "netns", "add", ns])
-            self._made_ns.append(ns)
-            run(["ip", "-n", ns, "link", "set", "lo", "up"])
-        self._links()
-        self._isp_services()
-        self._client_firewall_witness()
-        self._keys()
-        self._vpn_side_tunnel()
-        self._vpn_dns()
-        self.start_client_tunnel()
-        self.etc_netns.mkdir(parents=True, exist_ok=True)
-        (self.etc_netns / "resolv.conf").write_text(
-            "# written by tests/netns: glibc in the client namespace asks the stub\n"
-            "nameserver 127.0.0.1\noptions timeout:1 attempts:2\n"
-        )
-        self.wait_tunnel_passes()
-
-    def close(self) -> None:
-        errors: list[str] = []
-        for proc in reversed(self.processes):
-            try:
-                proc.stop(signal.SIGTERM, grace=3)
-            except Exception as exc:
-                errors.append(f"{proc.name}: {exc}")
-        for ns in reversed(self._made_ns):
-            proc_ = run(["ip", "netns", "del", ns], check=False)
-            if proc_.returncode != 0:
-                errors.append(f"netns del {ns}: {proc_.stderr}")
-        for ifname in (self.tun_c, self.tun_v):
-            with contextlib.suppress(FileNotFoundError):
-                (WG_RUN_DIR / f"{ifname}.sock").unlink()
-        shutil.rmtree(self.etc_netns, ignore_errors=True)
-        if os.environ.get("STUBRESOLVER_E2E_KEEP_TMP") != "1":
-            shutil.rmtree(self.tmp, ignore_errors=True)
-        if errors:
-            raise WorldError("teardown: " + "; ".join(errors))
