@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import dns.exception
 import dns.message
+import dns.rdatatype
 
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
@@ -45,6 +46,7 @@ class Seen:
     dst: str
     dport: int
     qname: str | None = None  # the question, when the payload is readable plain DNS
+    qtype: str | None = None  # its type (glibc asks A and AAAA of a name at once)
 
     @property
     def kind(self) -> str:
@@ -55,7 +57,7 @@ class Seen:
         return "DoH (HTTPS to a public DNS resolver)"
 
     def describe(self) -> str:
-        what = f" asking {self.qname}" if self.qname else ""
+        what = f" asking {self.qname} {self.qtype}" if self.qname else ""
         return (
             f"{self.kind} on {self.interface}: {self.proto} {_host(self.src)}:{self.sport} -> "
             f"{_host(self.dst)}:{self.dport}{what}"
@@ -127,17 +129,18 @@ def _transport(
         payload = frame[at + (frame[at + 12] >> 4) * 4 :]
         payload = payload[2:]  # RFC 1035 4.2.2: a two-byte length before each message
         name = "tcp"
-    qname = _question(payload) if dport == 53 else None
-    return Seen(interface, name, src, sport, dst, dport, qname)
+    qname, qtype = _question(payload) if dport == 53 else (None, None)
+    return Seen(interface, name, src, sport, dst, dport, qname, qtype)
 
 
-def _question(payload: bytes) -> str | None:
+def _question(payload: bytes) -> tuple[str | None, str | None]:
     if len(payload) < 12:
-        return None
+        return None, None
     try:
         message = dns.message.from_wire(payload, question_only=True)
     except (dns.exception.DNSException, ValueError):
-        return None
+        return None, None
     if not message.question:
-        return None
-    return str(message.question[0].name).lower()
+        return None, None
+    rrset = message.question[0]
+    return str(rrset.name).lower(), dns.rdatatype.to_text(rrset.rdtype)

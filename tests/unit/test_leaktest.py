@@ -46,7 +46,7 @@ def test_a_plain_dns_query_on_ethernet_names_its_question() -> None:
         "leak.example.",
     )
     assert seen.describe() == (
-        "DNS on eth0: udp 192.168.1.2:40000 -> 198.18.1.1:53 asking leak.example."
+        "DNS on eth0: udp 192.168.1.2:40000 -> 198.18.1.1:53 asking leak.example. A"
     )
 
 
