@@ -111,33 +111,18 @@ class UdpListener:
                 log.debug("udp receive error: %s", errno.errorcode.get(-count, count))
             return
         resolver = self._resolver()
-        permits = self._permits
-        cap = self._cap
+        handle = self._handle
         for i in range(count):
-            data = batch.datagram(i)
-            addr = batch.address(i)
-            decision = (
-                resolver.answer_now(data) if permits(addr[0]) else resolver.refuse_client(data)
-            )
-            if type(decision) is AnswerNow:
-                response = decision.response
-                query = decision.query
-                if query is not None and len(response) > 512:
-                    # RFC 1035 4.2.1 / RFC 6891 6.2.3, 7: as in `_drain`.
-                    size = query.udp_size
-                    response = wire.truncate(response, size if size < cap else cap)
+            response = handle(resolver, batch.datagram(i), batch.address(i))
+            if response is not None:
                 batch.queue_reply(i, response)
-            elif type(decision) is Forward:
-                size = decision.query.udp_size
-                limit = size if size < cap else cap
-                resolver.forward_cb(decision, functools.partial(self._reply, limit, addr))
         batch.flush()
 
     def _drain(self) -> None:
         sock = self.sock
         view = self._view
         resolver = self._resolver()
-        cap = self._cap
+        handle = self._handle
         for _ in range(_UDP_BATCH):
             try:
                 size, addr = sock.recvfrom_into(self._buf)
@@ -147,25 +132,31 @@ class UdpListener:
                 # ICMP errors from earlier sends surface here (ECONNREFUSED); never fatal.
                 log.debug("udp receive error: %s", errno.errorcode.get(exc.errno or 0, exc))
                 continue
-            data = bytes(view[:size])
-            decision = (
-                resolver.answer_now(data)
-                if self._permits(addr[0])
-                else resolver.refuse_client(data)
-            )
-            if type(decision) is AnswerNow:
-                response = decision.response
-                query = decision.query
-                if query is not None and len(response) > 512:
-                    # RFC 1035 4.2.1 / RFC 6891 6.2.3, 7: never exceed what the client can
-                    # take, nor our own cap (DNS flag day 2020: no fragments in the tunnel).
-                    size = query.udp_size
-                    response = wire.truncate(response, size if size < cap else cap)
+            response = handle(resolver, bytes(view[:size]), addr)
+            if response is not None:
                 self._send(response, addr)
-            elif type(decision) is Forward:
-                size = decision.query.udp_size
-                limit = size if size < cap else cap
-                resolver.forward_cb(decision, functools.partial(self._reply, limit, addr))
+
+    def _handle(self, resolver: Resolver, data: bytes, addr: tuple[str, int]) -> bytes | None:
+        """The answer to send at once, or None: a forward answers later through `_reply`,
+        a drop never."""
+        decision = (
+            resolver.answer_now(data) if self._permits(addr[0]) else resolver.refuse_client(data)
+        )
+        cap = self._cap
+        if type(decision) is AnswerNow:
+            response = decision.response
+            query = decision.query
+            if query is not None and len(response) > 512:
+                # RFC 1035 4.2.1 / RFC 6891 6.2.3, 7: never exceed what the client can
+                # take, nor our own cap (DNS flag day 2020: no fragments in the tunnel).
+                size = query.udp_size
+                response = wire.truncate(response, size if size < cap else cap)
+            return response
+        if type(decision) is Forward:
+            size = decision.query.udp_size
+            limit = size if size < cap else cap
+            resolver.forward_cb(decision, functools.partial(self._reply, limit, addr))
+        return None
 
     def _reply(self, limit: int, addr: tuple[str, int], response: bytes) -> None:
         if self._closed:

@@ -94,3 +94,16 @@ def stub(world: World) -> Iterator[Stub]:
             s.stop()
         finally:
             s.sock.close()
+
+
+@pytest.fixture
+def stubs(world: World) -> Iterator[list[Stub]]:
+    """Stubs a test starts with `harness.start_stub`; each is stopped at the end, and a guard
+    table one left behind (lockdown, kill -9) is removed from the client namespace."""
+    made: list[Stub] = []
+    yield made
+    for stub in made:
+        if stub.proc is not None and stub.proc.alive():
+            stub.stop()
+        stub.sock.close()
+    world.ns_run(world.ns_c, ["nft", "delete", "table", "inet", "stubresolver"], check=False)

@@ -139,3 +139,13 @@ class Stub:
 
     def log_tail(self) -> str:
         return "" if self.proc is None else self.proc.log_tail()
+
+
+def start_stub(world: World, stubs: list[Stub], **extra: Any) -> Stub:
+    """A stub with more config keys (``extra``), started on a working tunnel; ``stubs`` (the
+    conftest fixture) stops it at the end."""
+    stub = Stub(world, extra=extra)
+    stubs.append(stub)
+    world.ensure_tunnel_up()
+    stub.start()
+    return stub

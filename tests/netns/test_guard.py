@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from .harness import Stub
+from .harness import Stub, start_stub
 from .world import (
     ISP_C_ADDR,
     ISP_C_ADDR6,
@@ -56,24 +56,9 @@ def world(netns_ok: None) -> Iterator[World]:
         w.close()
 
 
-@pytest.fixture
-def stubs(world: World) -> Iterator[list[Stub]]:
-    made: list[Stub] = []
-    yield made
-    for stub in made:
-        if stub.proc is not None and stub.proc.alive():
-            stub.stop()
-        stub.sock.close()
-    world.ns_run(world.ns_c, ["nft", "delete", "table", "inet", "stubresolver"], check=False)
-
-
 def guarded(world: World, stubs: list[Stub], **guard: Any) -> Stub:
-    stub = Stub(world, extra={"listen": ["127.0.0.1:53", "[::1]:53"],
-                              "guard": {"enabled": True, **guard}})  # fmt: skip
-    stubs.append(stub)
-    world.ensure_tunnel_up()
-    stub.start()
-    return stub
+    return start_stub(world, stubs, listen=["127.0.0.1:53", "[::1]:53"],
+                      guard={"enabled": True, **guard})  # fmt: skip
 
 
 def ruleset(world: World) -> str:

@@ -16,7 +16,7 @@ import pytest
 
 from testkit.processes import Process
 
-from .harness import Stub
+from .harness import Stub, start_stub
 from .world import ISP_C_ADDR, LOAD_ZONE, REPO_ROOT, World
 
 pytestmark = pytest.mark.root
@@ -32,24 +32,6 @@ def world(netns_ok: None) -> Iterator[World]:
         yield w
     finally:
         w.close()
-
-
-@pytest.fixture
-def stubs(world: World) -> Iterator[list[Stub]]:
-    made: list[Stub] = []
-    yield made
-    for stub in made:
-        if stub.proc is not None and stub.proc.alive():
-            stub.stop()
-        stub.sock.close()
-
-
-def started(world: World, stubs: list[Stub], **extra: Any) -> Stub:
-    stub = Stub(world, extra=extra)
-    stubs.append(stub)
-    world.ensure_tunnel_up()
-    stub.start()
-    return stub
 
 
 def leaktest(
@@ -72,7 +54,7 @@ def steps(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_clean_setup_is_clean(world: World, stubs: list[Stub]) -> None:
-    stub = started(world, stubs, guard={"enabled": True})
+    stub = start_stub(world, stubs, guard={"enabled": True})
     code, report = leaktest(world, stub)
     assert code == 0, json.dumps(report, indent=1)
     by = steps(report)
@@ -89,7 +71,7 @@ def test_clean_setup_is_clean(world: World, stubs: list[Stub]) -> None:
 def test_resolv_conf_pointing_at_the_isp_is_caught_on_paper_and_on_the_wire(
     world: World, stubs: list[Stub]
 ) -> None:
-    stub = started(world, stubs)
+    stub = start_stub(world, stubs)
     resolv = world.etc_netns / "resolv.conf"
     original = resolv.read_text()
     resolv.write_text(f"nameserver {ISP_C_ADDR}\noptions timeout:1 attempts:1\n")
@@ -126,7 +108,7 @@ def _querying_the_isp(world: World, name: str) -> Process:
 
 
 def test_a_process_asking_the_isp_is_named_with_its_packet(world: World, stubs: list[Stub]) -> None:
-    stub = started(world, stubs)
+    stub = start_stub(world, stubs)
     stray = _querying_the_isp(world, "stray")
     try:
         code, report = leaktest(world, stub, window=2.5)
@@ -146,7 +128,7 @@ def test_a_process_asking_the_isp_is_named_with_its_packet(world: World, stubs: 
 def test_the_guard_turns_the_same_process_into_a_clean_result(
     world: World, stubs: list[Stub]
 ) -> None:
-    stub = started(world, stubs, guard={"enabled": True})
+    stub = start_stub(world, stubs, guard={"enabled": True})
     stray = _querying_the_isp(world, "guarded")
     try:
         code, report = leaktest(world, stub, window=2.5)
@@ -160,7 +142,7 @@ def test_the_guard_turns_the_same_process_into_a_clean_result(
 def test_exit_2_when_it_cannot_run(world: World, stubs: list[Stub]) -> None:
     """Root without capabilities (an empty bounding set): no CAP_NET_RAW, so no sniffing;
     nothing was found, but the test did not run: exit 2, not 0."""
-    stub = started(world, stubs)
+    stub = start_stub(world, stubs)
     code, report = leaktest(world, stub, "setpriv", "--bounding-set=-all", "--inh-caps=-all")
     assert code == 2, json.dumps(report, indent=1)
     by = steps(report)
@@ -171,7 +153,7 @@ def test_exit_2_when_it_cannot_run(world: World, stubs: list[Stub]) -> None:
 
 
 def test_no_daemon_is_a_misconfiguration(world: World, stubs: list[Stub]) -> None:
-    stub = started(world, stubs)
+    stub = start_stub(world, stubs)
     stub.stop()
     code, report = leaktest(world, stub, window=0.5)
     assert code == 1, json.dumps(report, indent=1)
