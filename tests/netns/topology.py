@@ -4,67 +4,7 @@
 from pathlib import Path
 from typing import Final
 
-from stubresolver.demo.topology import (
-    C_ISP_ADDR,
-    C_ISP_ADDR6,
-    C_TUN_ADDR,
-    CLONE_NEWNET,
-    ISP_C_ADDR,
-    ISP_C_ADDR6,
-    ISP_FORGED_ANSWER,
-    ISP_VPN_ADDR,
-    KINDS,
-    LOAD_ADDR,
-    LOAD_ZONE,
-    NETNS_RUN_DIR,
-    OVPN_PORT,
-    VPN_ALLOW,
-    VPN_ISP_ADDR,
-    VPN_TUN_ADDR,
-    VPN_ZONE,
-    WATCHED_PORTS,
-    WAYS,
-    WG_PORT,
-    WG_RUN_DIR,
-    WWW_ADDR,
-    WWW_NAME,
-    Topology,
-    netns_usable,
-    run,
-    socket_in_netns,
-)
-from stubresolver.errors import WorldError
+from stubresolver.demo.topology import *  # noqa: F403 - every name, as before the move
+from stubresolver.errors import WorldError as WorldError  # noqa: PLC0414 - re-exported
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
-
-__all__ = [
-    "CLONE_NEWNET",
-    "C_ISP_ADDR",
-    "C_ISP_ADDR6",
-    "C_TUN_ADDR",
-    "ISP_C_ADDR",
-    "ISP_C_ADDR6",
-    "ISP_FORGED_ANSWER",
-    "ISP_VPN_ADDR",
-    "KINDS",
-    "LOAD_ADDR",
-    "LOAD_ZONE",
-    "NETNS_RUN_DIR",
-    "OVPN_PORT",
-    "REPO_ROOT",
-    "VPN_ALLOW",
-    "VPN_ISP_ADDR",
-    "VPN_TUN_ADDR",
-    "VPN_ZONE",
-    "WATCHED_PORTS",
-    "WAYS",
-    "WG_PORT",
-    "WG_RUN_DIR",
-    "WWW_ADDR",
-    "WWW_NAME",
-    "Topology",
-    "WorldError",
-    "netns_usable",
-    "run",
-    "socket_in_netns",
-]
