@@ -29,7 +29,9 @@ def make_upstream(cfg: UpstreamConfig, announced: Announced | None = None) -> Up
         case "tls":  # DoT, RFC 7858 strict (upstream/tls.py)
             from stubresolver.upstream.tls import TlsUpstream  # noqa: PLC0415
 
-            return Awaited(TlsUpstream(cfg))
+            dot = TlsUpstream(cfg)
+            # Queries on a connection that is up take its callback path (issue 11).
+            return Awaited(dot, fast=dot.try_exchange_cb)
         case "https":  # DoH, RFC 8484 over HTTP/2 (upstream/https.py)
             from stubresolver.upstream.https import HttpsUpstream  # noqa: PLC0415
 

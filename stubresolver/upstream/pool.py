@@ -73,6 +73,9 @@ class PooledConnection(abc.ABC):
     def _received(self, data: bytes) -> None:
         """Handle decrypted bytes from the server (may call ``fail``)."""
 
+    def _failed(self, error: UpstreamError) -> None:  # noqa: B027 (optional hook)
+        """Hook run once when the connection fails: queries a subclass tracks itself."""
+
     async def _after_received(self) -> None:  # noqa: B027 (optional hook)
         """Hook run after ``_received`` (e.g. to flush protocol output)."""
 
@@ -80,9 +83,7 @@ class PooledConnection(abc.ABC):
     def _add_waiter(self, key: int) -> asyncio.Future[bytes]:
         fut: asyncio.Future[bytes] = self._loop.create_future()
         self._waiters[key] = fut
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        self._disarm_idle()
         return fut
 
     def _remove_waiter(self, key: int, fut: asyncio.Future[bytes]) -> None:
@@ -106,14 +107,23 @@ class PooledConnection(abc.ABC):
         if fut is not None and not fut.done():
             fut.set_exception(error)
 
+    def _busy(self) -> bool:
+        """A query awaits an answer on this connection (a subclass may track more)."""
+        return bool(self._waiters)
+
     def _arm_idle(self) -> None:
-        if self._waiters or self.error is not None or self._idle is not None:
+        if self._busy() or self.error is not None or self._idle is not None:
             return
         self._idle = self._loop.call_later(self._idle_timeout, self._idle_expired)
 
+    def _disarm_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
     def _idle_expired(self) -> None:
         self._idle = None
-        if not self._waiters:
+        if not self._busy():
             log.debug("%s: closing idle connection", self.label)
             self.fail(UpstreamError("connect", self.label, "idle connection closed"))
 
@@ -184,12 +194,11 @@ class PooledConnection(abc.ABC):
         if self.error is not None:
             return
         self.error = error
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        self._disarm_idle()
         for fut in self._waiters.values():
             if not fut.done():
                 fut.set_exception(UpstreamError(error.kind, error.upstream, error.message))
+        self._failed(error)
         if self._reader is not asyncio.current_task():
             self._reader.cancel()
         self.stream.close()

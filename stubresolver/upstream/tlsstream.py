@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+from collections.abc import Callable
 
 from stubresolver import netbind
 from stubresolver.errors import UpstreamError
@@ -40,6 +41,9 @@ class TlsStream:
         self._send_lock = asyncio.Lock()
         self._loop = asyncio.get_running_loop()
         self.closed = False
+        # write_nowait: a flush is scheduled (one task per loop pass, not per query).
+        self._flush_pending = False
+        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def resumed(self) -> bool:
@@ -62,6 +66,7 @@ class TlsStream:
             # one send for all of them instead of one syscall per query (pipelining,
             # RFC 7858 3.3), for one loop pass of latency.
             await asyncio.sleep(0)
+            self._flush_pending = False  # a write from here on schedules its own flush
             data = self._out.read()
             if not data or self.closed:
                 return
@@ -93,6 +98,29 @@ class TlsStream:
         self._ssl.write(data)
         await self._flush()
 
+    def write_nowait(self, data: bytes, on_error: Callable[[BaseException], None]) -> None:
+        """Encrypt ``data`` now and send it with the next flush (one task for every write
+        of this loop pass): the callback path of DoT, with no task per query. The records
+        keep the order of the calls, with ``write``'s too: both go through the same BIO and
+        the same locked flush. A send that fails calls ``on_error``. Raises OSError /
+        ssl.SSLError when the stream is closed or the record cannot be made."""
+        if self.closed:
+            raise ConnectionAbortedError("TLS stream closed")
+        self._ssl.write(data)
+        if self._flush_pending:
+            return
+        self._flush_pending = True
+        self._flusher = self._loop.create_task(self._flush_for(on_error))
+
+    async def _flush_for(self, on_error: Callable[[BaseException], None]) -> None:
+        try:
+            await self._flush()
+        except (OSError, ssl.SSLError) as exc:
+            on_error(exc)
+        except asyncio.CancelledError:
+            self._flush_pending = False
+            raise
+
     async def read(self) -> bytes:
         """Decrypted bytes; b"" when the server closed. Raises OSError / ssl.SSLError."""
         while True:
@@ -118,6 +146,8 @@ class TlsStream:
         if self.closed:
             return
         self.closed = True
+        if self._flusher is not None and not self._flusher.done():
+            self._flusher.cancel()
         fd = self._sock.fileno()
         # SSLWantReadError: close_notify is written, the peer's is not awaited.
         with contextlib.suppress(ssl.SSLError, ValueError, OSError):
