@@ -4,7 +4,9 @@ One persistent connection per upstream, reused across queries (RFC 7858 3.4). Qu
 pipelined: each gets a fresh random ID on the wire, and answers, which may come in any order
 (RFC 7766 6.2.1.1), are matched by ID and question. Every query is padded to a multiple of
 128 octets (RFC 8467 4.1). Connection handling (epochs, backoff, idle timeout, resumption,
-pins) lives in ``pool.PooledTlsUpstream``; this module is only the DNS-over-TCP framing.
+pins) lives in ``pool.PooledTlsUpstream``; this module is the DNS-over-TCP framing and the
+callback path: a query for a connection that is up and has answered is written at once and
+answered from the reader, with no task and no future of its own (issue 11).
 """
 
 from __future__ import annotations
