@@ -11,7 +11,7 @@ import contextlib
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -44,6 +44,37 @@ class Process:
 
     def log_tail(self, lines: int = 40) -> str:
         return log_tail(self.log_path, lines)
+
+
+# A demo interrupt (teardown.py) that arrives while a child is being started and recorded
+# waits until it is recorded: raised between Popen and the caller's list, it would leave
+# that child running with nobody to stop it (seen in CI: a Ctrl-C during step 3 left the
+# plain forwarder's dnsmasq behind).
+_recording = 0
+_held: list[int] = []
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[None]:
+    """Start and record a child inside this; a signal held meanwhile is raised after."""
+    global _recording  # noqa: PLW0603 - one process-wide signal state, like the handler
+    _recording += 1
+    try:
+        yield
+    finally:
+        _recording -= 1
+    if not _recording and _held:
+        signum = _held[0]
+        _held.clear()
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def hold_signal(signum: int) -> bool:
+    """True when ``signum`` is held for the end of `recording` instead of raised now."""
+    if _recording:
+        _held.append(signum)
+        return True
+    return False
 
 
 def start(

@@ -14,10 +14,14 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from .processes import hold_signal
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    if hold_signal(signum):
+        return  # a child is being started and recorded: raised right after (processes.py)
     # KeyboardInterrupt, like Ctrl-C: nothing in between catches it by accident.
     raise KeyboardInterrupt(signal.Signals(signum).name)
 

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from stubresolver.errors import WorldError
 
-from .processes import Process, start
+from .processes import Process, recording, start
 from .unbound_conf import vpn_zone_lines
 
 # Addresses (RFC 2544 benchmarking space for the "physical" links, CGNAT space for the
@@ -169,17 +169,18 @@ class Topology:
         stdout: int | None = None,
     ) -> Process:
         """Start argv inside namespace ns (`ip netns exec` execs it: the PID is argv's)."""
-        proc = start(
-            name,
-            ["ip", "netns", "exec", ns, *argv],
-            self.tmp / f"{name}.log",
-            env=env,
-            cwd=cwd,
-            stdin=stdin,
-            stdout=stdout,
-            new_session=self.own_session,
-        )
-        self.processes.append(proc)
+        with recording():  # an interrupt now waits until the child is in self.processes
+            proc = start(
+                name,
+                ["ip", "netns", "exec", ns, *argv],
+                self.tmp / f"{name}.log",
+                env=env,
+                cwd=cwd,
+                stdin=stdin,
+                stdout=stdout,
+                new_session=self.own_session,
+            )
+            self.processes.append(proc)
         return proc
 
     def ns_run(

@@ -10,6 +10,7 @@ import pytest
 
 from stubresolver.demo.preflight import TOOLS, problems
 from stubresolver.demo.probes import parse_dig
+from stubresolver.demo.processes import recording
 from stubresolver.demo.teardown import Teardown
 
 REFUSED = """
@@ -112,3 +113,20 @@ def test_teardown_ignores_signals_while_it_runs() -> None:
     with Teardown(action):
         pass
     assert seen == [True]
+
+
+def test_a_signal_while_a_child_is_started_waits_until_it_is_recorded() -> None:
+    """The CI failure this answers: a Ctrl-C between Popen and the world's process list
+    left that child running. Inside `recording` the interrupt is held, then raised."""
+    recorded: list[str] = []
+    calls: list[str] = []
+    with (
+        pytest.raises(KeyboardInterrupt) as caught,
+        Teardown(lambda: calls.append("torn down")),
+    ):
+        with recording():
+            os.kill(os.getpid(), signal.SIGINT)  # arrives "between Popen and the list"
+            recorded.append("child")  # still runs: the interrupt waits
+        pytest.fail("the held signal was not raised after the block")
+    assert caught.value.args == ("SIGINT",)
+    assert recorded == ["child"] and calls == ["torn down"]
