@@ -55,6 +55,26 @@ class StubProcess:
         return self.log.read_text(errors="replace")
 
 
+def listen_port(config: dict[str, Any]) -> int:
+    """The port of a test config's first listen address."""
+    return int(str(config["listen"][0]).rsplit(":", 1)[1])
+
+
+def run_cli(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+    """The real CLI from this checkout, as a VPN hook or a person would run it."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "stubresolver", *args],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
 def write_config(path: Path, config: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(config))
     return path

@@ -27,7 +27,7 @@ import yaml
 from testkit.ports import free_port
 from testkit.unbound import Unbound
 
-from .stub_process import REPO, StubProcess, run_stub, write_config
+from .stub_process import REPO, StubProcess, listen_port, run_cli, run_stub, write_config
 from .upstream_servers import run_unbound
 
 # 127.0.50.0/24 belongs to the control-socket tests (contracts: unique loopback ranges).
@@ -52,10 +52,6 @@ def make_config(tmp: Path, upstream: Unbound, **overrides: Any) -> dict[str, Any
     return config
 
 
-def _port(config: dict[str, Any]) -> int:
-    return int(str(config["listen"][0]).rsplit(":", 1)[1])
-
-
 def control_path(stub: StubProcess) -> Path:
     loaded = yaml.safe_load(stub.config.read_text())
     assert isinstance(loaded, dict)
@@ -67,30 +63,15 @@ def stub(tmp_path_factory: pytest.TempPathFactory, unbound: Unbound) -> Iterator
     tmp = tmp_path_factory.mktemp("stub")
     config = make_config(tmp, unbound)
     path = write_config(tmp / "config.yaml", config)
-    with run_stub(path, STUB_ADDR, _port(config)) as proc:
+    with run_stub(path, STUB_ADDR, listen_port(config)) as proc:
         yield proc
     assert proc.proc.returncode == 0
     assert "Traceback" not in proc.stderr
     assert not Path(config["control_socket"]).exists(), "socket left behind at shutdown"
 
 
-def cli(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
-    """The real CLI, as a VPN hook or a person would run it."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "stubresolver", *args],
-        cwd=REPO,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
-
-
 def status(stub: StubProcess) -> dict[str, Any]:
-    proc = cli("status", "--json", "--socket", str(control_path(stub)))
+    proc = run_cli("status", "--json", "--socket", str(control_path(stub)))
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert isinstance(result, dict)
@@ -166,7 +147,7 @@ def test_status_json_after_a_query(stub: StubProcess, unbound: Unbound) -> None:
 
 def test_status_human_summary(stub: StubProcess) -> None:
     stub.udp(dns.message.make_query("b.example", "A"))
-    proc = cli("status", "--socket", str(control_path(stub)))
+    proc = run_cli("status", "--socket", str(control_path(stub)))
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
     assert "tunnel: up on lo" in text
@@ -177,7 +158,7 @@ def test_status_human_summary(stub: StubProcess) -> None:
 
 
 def test_status_socket_from_config(stub: StubProcess) -> None:
-    proc = cli("status", "--json", "--config", str(stub.config))
+    proc = run_cli("status", "--json", "--config", str(stub.config))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["pid"] == stub.proc.pid
 
@@ -189,7 +170,7 @@ def test_flush_empties_the_cache(stub: StubProcess) -> None:
     for name in ("a.example", "b.example"):
         stub.udp(dns.message.make_query(name, "A"))
     assert status(stub)["cache"]["entries"] >= 2
-    proc = cli("flush", "--socket", str(control_path(stub)))
+    proc = run_cli("flush", "--socket", str(control_path(stub)))
     assert proc.returncode == 0, proc.stderr
     assert "flushed" in proc.stdout
     after = status(stub)
@@ -202,7 +183,7 @@ def test_flush_empties_the_cache(stub: StubProcess) -> None:
 
 def test_tunnel_changed_reports_the_state(stub: StubProcess) -> None:
     epoch = status(stub)["tunnel"]["epoch"]
-    proc = cli("tunnel-changed", "--socket", str(control_path(stub)))
+    proc = run_cli("tunnel-changed", "--socket", str(control_path(stub)))
     assert proc.returncode == 0, proc.stderr
     assert "up on lo" in proc.stdout
     response = json.loads(raw(control_path(stub), b'{"cmd": "tunnel-changed"}\n'))
@@ -284,9 +265,9 @@ def test_reload_rejects_a_bad_config_and_keeps_serving(tmp_path: Path, unbound: 
     config = make_config(tmp_path, unbound)
     path = write_config(tmp_path / "config.yaml", config)
     sock = config["control_socket"]
-    with run_stub(path, STUB_ADDR, _port(config)) as proc:
+    with run_stub(path, STUB_ADDR, listen_port(config)) as proc:
         path.write_text("upstreams: [udp://dns.example.com]\n")  # a name: rejected
-        bad = cli("reload", "--socket", sock)
+        bad = run_cli("reload", "--socket", sock)
         assert bad.returncode == 2
         assert "upstreams[0]" in bad.stderr and "never a name" in bad.stderr
         assert proc.alive()
@@ -295,11 +276,11 @@ def test_reload_rejects_a_bad_config_and_keeps_serving(tmp_path: Path, unbound: 
         # A good config is applied: a tunnel pattern that matches nothing refuses queries.
         gone = {"interfaces": ["nosuchtun*"]}  # a loopback upstream needs tunnel lo
         write_config(path, {**config, "tunnel": gone, "upstreams": ["udp://192.0.2.53"]})
-        good = cli("reload", "--socket", sock)
+        good = run_cli("reload", "--socket", sock)
         assert good.returncode == 0, good.stderr
         assert "reloaded" in good.stdout
         assert proc.udp(dns.message.make_query("c.example", "A")).rcode() == dns.rcode.REFUSED
-        down = cli("status", "--socket", sock)
+        down = run_cli("status", "--socket", sock)
         assert down.returncode == 0
         assert "tunnel: down" in down.stdout
     assert proc.proc.returncode == 0
@@ -314,8 +295,8 @@ def test_stale_socket_is_replaced_and_removed_at_shutdown(tmp_path: Path, unboun
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
         dead.bind(str(sock_path))  # a socket file nobody listens on: a crashed daemon's
     path = write_config(tmp_path / "config.yaml", config)
-    with run_stub(path, STUB_ADDR, _port(config)) as proc:
-        assert cli("status", "--socket", str(sock_path)).returncode == 0
+    with run_stub(path, STUB_ADDR, listen_port(config)) as proc:
+        assert run_cli("status", "--socket", str(sock_path)).returncode == 0
         assert "removed stale control socket" in proc.stderr
     assert proc.proc.returncode == 0
     assert not sock_path.exists()
@@ -328,7 +309,7 @@ def test_socket_failure_is_a_warning_and_dns_keeps_working(
     blocker.write_text("a file where the socket's directory should be\n")
     config = make_config(tmp_path, unbound, control_socket=str(blocker / "control.sock"))
     path = write_config(tmp_path / "config.yaml", config)
-    with run_stub(path, STUB_ADDR, _port(config)) as proc:
+    with run_stub(path, STUB_ADDR, listen_port(config)) as proc:
         assert a_records(proc.udp(dns.message.make_query("a.example", "A"))) == ["192.0.2.1"]
         assert "control socket" in proc.stderr and "unavailable" in proc.stderr
     assert proc.proc.returncode == 0
@@ -339,9 +320,9 @@ def test_socket_failure_is_a_warning_and_dns_keeps_working(
 def test_control_socket_off(tmp_path: Path, unbound: Unbound) -> None:
     config = make_config(tmp_path, unbound, control_socket="")
     path = write_config(tmp_path / "config.yaml", config)
-    with run_stub(path, STUB_ADDR, _port(config)) as proc:
+    with run_stub(path, STUB_ADDR, listen_port(config)) as proc:
         assert a_records(proc.udp(dns.message.make_query("a.example", "A"))) == ["192.0.2.1"]
-        off = cli("status", "--config", str(path))
+        off = run_cli("status", "--config", str(path))
         assert off.returncode == 2
         assert "control_socket" in off.stderr
     assert not (tmp_path / "run").exists()
@@ -352,7 +333,7 @@ def test_control_socket_off(tmp_path: Path, unbound: Unbound) -> None:
 
 @pytest.mark.parametrize("command", ["status", "flush", "tunnel-changed", "reload"])
 def test_no_daemon_exits_1_with_a_message(tmp_path: Path, command: str) -> None:
-    proc = cli(command, "--socket", str(tmp_path / "missing.sock"))
+    proc = run_cli(command, "--socket", str(tmp_path / "missing.sock"))
     assert proc.returncode == 1
     assert "cannot reach the daemon" in proc.stderr
     assert proc.stdout == ""
@@ -362,7 +343,7 @@ def test_stale_socket_without_daemon_exits_1(tmp_path: Path) -> None:
     path = tmp_path / "stale.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
         dead.bind(str(path))
-    proc = cli("status", "--socket", str(path))
+    proc = run_cli("status", "--socket", str(path))
     assert proc.returncode == 1
     assert "nothing listens" in proc.stderr
 
@@ -376,7 +357,7 @@ def test_config_key_is_validated(tmp_path: Path) -> None:
     ):
         path = tmp_path / "bad.yaml"
         path.write_text(base + f"control_socket: {value}\n")
-        proc = cli("check-config", "--config", str(path))
+        proc = run_cli("check-config", "--config", str(path))
         assert proc.returncode == 2, value
         assert "control_socket" in proc.stderr and text in proc.stderr, proc.stderr
 

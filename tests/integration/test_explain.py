@@ -6,9 +6,6 @@ explaining. 127.0.130.0/24 is this module's loopback range."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,7 @@ import pytest
 from testkit.ports import free_port
 from testkit.unbound import Unbound, loopback_config, run_unbound
 
-from .stub_process import REPO, StubProcess, run_stub, write_config
+from .stub_process import StubProcess, listen_port, run_cli, run_stub, write_config
 
 UNBOUND_ADDR = "127.0.130.1"
 ROUTE_ADDR = "127.0.130.2"  # a route's upstream; explain never sends, so nothing listens
@@ -55,37 +52,19 @@ def stub_config(tmp: Path, unbound: Unbound, **overrides: Any) -> dict[str, Any]
     return config
 
 
-def _port(config: dict[str, Any]) -> int:
-    return int(str(config["listen"][0]).rsplit(":", 1)[1])
-
-
 @pytest.fixture(scope="module")
 def stub(tmp_path_factory: pytest.TempPathFactory, unbound: Unbound) -> Iterator[StubProcess]:
     tmp = tmp_path_factory.mktemp("stub")
     config = stub_config(tmp, unbound)
     path = write_config(tmp / "config.yaml", config)
-    with run_stub(path, STUB_ADDR, _port(config)) as proc:
+    with run_stub(path, STUB_ADDR, listen_port(config)) as proc:
         yield proc
     assert proc.proc.returncode == 0
     assert "Traceback" not in proc.stderr
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "stubresolver", *args],
-        cwd=REPO,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
-
-
 def explain(stub: StubProcess, *args: str) -> dict[str, Any]:
-    proc = cli("explain", "--json", "--config", str(stub.config), *args)
+    proc = run_cli("explain", "--json", "--config", str(stub.config), *args)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert isinstance(result, dict)
@@ -94,7 +73,7 @@ def explain(stub: StubProcess, *args: str) -> dict[str, Any]:
 
 def counters(stub: StubProcess) -> dict[str, Any]:
     """What explaining must not move."""
-    proc = cli("status", "--json", "--config", str(stub.config))
+    proc = run_cli("status", "--json", "--config", str(stub.config))
     assert proc.returncode == 0, proc.stderr
     status = json.loads(proc.stdout)
     return {
@@ -155,25 +134,25 @@ def test_every_kind_of_outcome_and_nothing_moves(stub: StubProcess, unbound: Unb
 
 
 def test_human_text_and_cli_errors(stub: StubProcess) -> None:
-    proc = cli("explain", "--config", str(stub.config), "git.corp.example")
+    proc = run_cli("explain", "--config", str(stub.config), "git.corp.example")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("git.corp.example. A: forwarded")
     assert "route: route corp.example." in proc.stdout
     assert f"1. udp://{ROUTE_ADDR}:53" in proc.stdout
-    proc = cli("explain", "--config", str(stub.config), "use-application-dns.net", "TXT")
+    proc = run_cli("explain", "--config", str(stub.config), "use-application-dns.net", "TXT")
     assert "answered locally" in proc.stdout and "rule: canary" in proc.stdout
-    proc = cli("explain", "--config", str(stub.config), "a.example", "NOSUCHTYPE")
+    proc = run_cli("explain", "--config", str(stub.config), "a.example", "NOSUCHTYPE")
     assert proc.returncode == 1
     assert "not a DNS type" in proc.stderr
     # No query name reaches the log unless logging.queries is on (it is off here).
-    cli("explain", "--config", str(stub.config), "secret-name-7f3a.example")
+    run_cli("explain", "--config", str(stub.config), "secret-name-7f3a.example")
     assert "secret-name-7f3a" not in stub.stderr
 
 
 def test_announced_domain_routes_to_the_announced_servers(stub: StubProcess) -> None:
     """Runs after the others in this module: an announcement flushes the cache."""
     socket_path = str(stub.config.parent / "control.sock")
-    proc = cli(
+    proc = run_cli(
         "tunnel-up", "--socket", socket_path, "--interface", "lo",
         "--dns", "127.0.130.3", "--dns", "127.0.130.4", "--domain", "announced.example",
     )  # fmt: skip
@@ -183,7 +162,7 @@ def test_announced_domain_routes_to_the_announced_servers(stub: StubProcess) -> 
     assert result["route"] == {"kind": "announced", "suffix": "announced.example."}
     [vpn] = result["upstreams"]
     assert (vpn["url"], vpn["servers"]) == ("vpn", ["127.0.130.3", "127.0.130.4"])
-    text = cli("explain", "--socket", socket_path, "git.announced.example").stdout
+    text = run_cli("explain", "--socket", socket_path, "git.announced.example").stdout
     assert "domain announced.example. the VPN announced" in text
     assert "announced servers: 127.0.130.3, 127.0.130.4" in text
     assert counters(stub) == before
@@ -200,7 +179,7 @@ def test_tunnel_down_names_the_interface(tmp_path: Path, unbound: Unbound) -> No
         routes={},
     )
     path = write_config(tmp_path / "config.yaml", config)
-    with run_stub(path, STUB_ADDR, _port(config)) as proc:
+    with run_stub(path, STUB_ADDR, listen_port(config)) as proc:
         before = counters(proc)
         result = explain(proc, "b.example")
         assert result["outcome"] == "refused-tunnel-down"
@@ -209,7 +188,7 @@ def test_tunnel_down_names_the_interface(tmp_path: Path, unbound: Unbound) -> No
         # Local rules still answer while the tunnel is down.
         assert explain(proc, "localhost")["outcome"] == "local"
         assert counters(proc) == before
-        text = cli("explain", "--config", str(path), "b.example").stdout
+        text = run_cli("explain", "--config", str(path), "b.example").stdout
         assert "REFUSED: the tunnel is down" in text and "nosuchtun*" in text
         # And the real query is refused the way explain said.
         assert proc.udp(dns.message.make_query("b.example.", "A")).rcode() == dns.rcode.REFUSED

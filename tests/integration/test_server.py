@@ -31,7 +31,7 @@ import pytest
 from testkit.ports import free_port
 from testkit.unbound import Unbound
 
-from .stub_process import StubProcess, run_stub, write_config
+from .stub_process import StubProcess, listen_port, run_stub, write_config
 from .upstream_servers import BIG_TXT_COUNT, run_unbound
 
 STUB_ADDR = "127.0.20.2"
@@ -55,10 +55,6 @@ def base_config(tmp: Path, upstream: Unbound, **overrides: Any) -> dict[str, Any
     return config
 
 
-def _port(config: dict[str, Any]) -> int:
-    return int(str(config["listen"][0]).rsplit(":", 1)[1])
-
-
 @pytest.fixture(scope="module")
 def stub(tmp_path_factory: pytest.TempPathFactory, unbound: Unbound) -> Iterator[StubProcess]:
     tmp = tmp_path_factory.mktemp("stub")
@@ -69,7 +65,7 @@ def stub(tmp_path_factory: pytest.TempPathFactory, unbound: Unbound) -> Iterator
         logging={"level": "debug", "queries": True},
     )
     path = write_config(tmp / "config.yaml", config)
-    with run_stub(path, STUB_ADDR, _port(config)) as proc:
+    with run_stub(path, STUB_ADDR, listen_port(config)) as proc:
         yield proc
     assert proc.proc.returncode == 0
     assert "Traceback" not in proc.stderr
@@ -326,7 +322,7 @@ def test_tunnel_absent_refuses_with_ede(tmp_path: Path, unbound: Unbound) -> Non
         upstreams=["udp://192.0.2.53"],
     )
     path = write_config(tmp_path / "config.yaml", config)
-    with run_stub(path, STUB_ADDR, _port(config)) as proc:
+    with run_stub(path, STUB_ADDR, listen_port(config)) as proc:
         started = time.monotonic()
         reply = proc.udp(query("a.example", use_edns=0))
         assert time.monotonic() - started < 1.0
@@ -375,7 +371,7 @@ def test_names_that_never_leave_are_answered_while_the_tunnel_is_down(
         tmp_path, unbound, tunnel={"interfaces": ["nosuchtun*"]}, upstreams=["udp://192.0.2.53"]
     )
     path = write_config(tmp_path / "config.yaml", config)
-    with run_stub(path, STUB_ADDR, _port(config)) as proc:
+    with run_stub(path, STUB_ADDR, listen_port(config)) as proc:
         assert proc.udp(query("a.example")).rcode() == dns.rcode.REFUSED
         for name, rdtype, rcode in NEVER_LEAVE:
             assert proc.udp(query(name, rdtype)).rcode() == rcode, name
@@ -384,7 +380,7 @@ def test_names_that_never_leave_are_answered_while_the_tunnel_is_down(
 def test_single_label_forward_sends_bare_names_to_the_vpn(tmp_path: Path, unbound: Unbound) -> None:
     config = base_config(tmp_path, unbound, local={"single_label": "forward"})
     path = write_config(tmp_path / "config.yaml", config)
-    with run_stub(path, STUB_ADDR, _port(config)) as proc:
+    with run_stub(path, STUB_ADDR, listen_port(config)) as proc:
         # The test unbound refuses everything outside example. (local-zone "." refuse): a
         # REFUSED shows it was asked, where the default gives our local NXDOMAIN.
         assert proc.udp(query("printer.", "A")).rcode() == dns.rcode.REFUSED
@@ -396,7 +392,7 @@ def test_unreachable_upstream_gives_servfail_quickly(tmp_path: Path, unbound: Un
         tmp_path, unbound, upstreams=[{"url": f"udp://127.0.20.10:{dead}", "timeout": 0.5}]
     )
     path = write_config(tmp_path / "config.yaml", config)
-    with run_stub(path, STUB_ADDR, _port(config)) as proc:
+    with run_stub(path, STUB_ADDR, listen_port(config)) as proc:
         started = time.monotonic()
         reply = proc.udp(query("a.example", use_edns=0), timeout=5)
         assert reply.rcode() == dns.rcode.SERVFAIL
@@ -415,7 +411,7 @@ def test_failover_to_second_upstream(tmp_path: Path, unbound: Unbound) -> None:
         ],
     )
     path = write_config(tmp_path / "config.yaml", config)
-    with run_stub(path, STUB_ADDR, _port(config)) as proc:
+    with run_stub(path, STUB_ADDR, listen_port(config)) as proc:
         assert a_records(proc.udp(query("a.example"), timeout=5)) == ["192.0.2.1"]
 
 
@@ -424,7 +420,7 @@ def test_sighup_reload_rejects_bad_config_and_applies_good(
 ) -> None:
     config = base_config(tmp_path, unbound)
     path = write_config(tmp_path / "config.yaml", config)
-    with run_stub(path, STUB_ADDR, _port(config)) as proc:
+    with run_stub(path, STUB_ADDR, listen_port(config)) as proc:
         assert a_records(proc.udp(query("a.example"))) == ["192.0.2.1"]
         path.write_text("upstreams: [udp://dns.example.com]\n")  # a name: rejected
         proc.proc.send_signal(signal.SIGHUP)
@@ -449,12 +445,12 @@ def test_sighup_reload_rejects_bad_config_and_applies_good(
 def test_query_names_not_logged_by_default(tmp_path: Path, unbound: Unbound) -> None:
     config = base_config(tmp_path, unbound)
     path = write_config(tmp_path / "config.yaml", config)
-    with run_stub(path, STUB_ADDR, _port(config)) as proc:
+    with run_stub(path, STUB_ADDR, listen_port(config)) as proc:
         proc.udp(query("secret-name.example"))
     assert "secret-name" not in proc.stderr
     config["logging"] = {"level": "debug", "queries": True}
     write_config(path, config)
-    with run_stub(path, STUB_ADDR, _port(config)) as proc:
+    with run_stub(path, STUB_ADDR, listen_port(config)) as proc:
         proc.udp(query("logged-name.example"))
     assert "logged-name" in proc.stderr
 
@@ -463,7 +459,7 @@ def test_logged_query_names_cannot_forge_log_lines(tmp_path: Path, unbound: Unbo
     config = base_config(tmp_path, unbound, logging={"level": "info", "queries": True})
     path = write_config(tmp_path / "config.yaml", config)
     crafted = dns.name.Name([b"x\nFORGED line\x1b[2J", b"example", b""])
-    with run_stub(path, STUB_ADDR, _port(config)) as proc:
+    with run_stub(path, STUB_ADDR, listen_port(config)) as proc:
         proc.udp(dns.message.make_query(crafted, "A"))
     lines = proc.stderr.splitlines()
     assert not [line for line in lines if line.startswith("FORGED")], proc.stderr
@@ -489,7 +485,7 @@ def test_clients_outside_server_allow_are_refused(tmp_path: Path, unbound: Unbou
     config = base_config(tmp_path, unbound, server={"allow": ["127.0.20.5/32"]})
     path = write_config(tmp_path / "config.yaml", config)
     msg = query("a.example", use_edns=0)
-    with run_stub(path, STUB_ADDR, _port(config)) as proc:
+    with run_stub(path, STUB_ADDR, listen_port(config)) as proc:
         friend = dns.query.udp(msg, proc.host, port=proc.port, timeout=3, source="127.0.20.5")
         assert a_records(friend) == ["192.0.2.1"]
         stranger = dns.query.udp(msg, proc.host, port=proc.port, timeout=3, source="127.0.20.6")
@@ -558,7 +554,7 @@ def test_local_records_are_answered_over_udp_and_tcp_at_any_tunnel_state(
     config = base_config(tmp_path, unbound, **overrides)
     config["listen"] = [f"{RECORDS_ADDR}:{free_port(RECORDS_ADDR)}"]
     path = write_config(tmp_path / "config.yaml", config)
-    with run_stub(path, RECORDS_ADDR, _port(config)) as proc:
+    with run_stub(path, RECORDS_ADDR, listen_port(config)) as proc:
         for ask in (proc.udp, proc.tcp):
             reply = ask(query("printer.lan", "A"))
             assert reply.rcode() == dns.rcode.NOERROR and reply.flags & dns.flags.AA

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +27,7 @@ import pytest
 from testkit.ports import free_port
 from testkit.processes import Process, start, wait_until
 
-from .stub_process import REPO, StubProcess, run_stub, write_config
+from .stub_process import StubProcess, run_cli, run_stub, write_config
 
 pytestmark = pytest.mark.root  # port 53 on the servers' addresses
 
@@ -131,17 +129,7 @@ def split(tmp_path: Path, servers: dict[str, Dnsmasq]) -> Iterator[StubProcess]:
 
 def cli(stub: StubProcess, *args: str) -> subprocess.CompletedProcess[str]:
     """The real CLI, as a VPN hook runs it."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "stubresolver", *args, "--config", str(stub.config)],
-        cwd=REPO,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
+    return run_cli(*args, "--config", str(stub.config))
 
 
 def tunnel_up(stub: StubProcess, *servers: str, domains: tuple[str, ...] = ()) -> str:
